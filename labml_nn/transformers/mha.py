@@ -49,7 +49,7 @@ The layout inside attention is `[batch, heads, seq, d_head]`. There are two ways
 
 The tests check that the two agree, and that both agree with `torch.nn.MultiheadAttention`.
 
-Masks are boolean with `True` meaning "may attend" (see [masks](utils.md)), broadcastable to
+Masks are boolean with `True` meaning "may attend" (see [masks](/transformers/utils.md)), broadcastable to
 `[batch, heads, seq_q, seq_k]`. A query that may attend to nothing gets a zero output.
 
 The experiment (`python -m labml_nn.transformers.mha`) trains a small autoregressive transformer on
@@ -173,7 +173,7 @@ class MultiHeadAttention(nn.Module):
     # ### Positions
     #
     # A hook for attention variants that put position information into the queries and keys, such as
-    # [rotary embeddings](rope/index.md). `offset` is the position of the first of these queries and keys
+    # [rotary embeddings](/transformers/rope/index.md). `offset` is the position of the first of these queries and keys
     # (non-zero when earlier positions are in a cache). Plain attention knows nothing of positions:
     # they were added to the embeddings before the first layer.
     def encode_positions(self, q: torch.Tensor, k: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +221,7 @@ class MultiHeadAttention(nn.Module):
             need_weights: also return the attention weights `[batch, heads, seq_q, seq_k]` (explicit path).
             is_causal: apply the causal mask (combined with `mask` if both are given); lets the fast path use
                 its causal kernels without building a mask.
-            cache: a [`KVCache`](#KVCache) holding earlier keys and values; the new ones are appended to it.
+            cache: a [`KVCache`](/transformers/mha.md#KVCache) holding earlier keys and values; the new ones are appended to it.
 
         Returns:
             `[batch, seq_q, d_model]`, or `(output, attention)` when `need_weights` is set.
