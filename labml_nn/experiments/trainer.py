@@ -1,0 +1,668 @@
+r"""
+---
+title: The trainer
+summary: One training loop for every experiment: AdamW with weight-decay groups, warm-up and cosine decay, clipping, accumulation, mixed precision, evaluation, atomic checkpoints, exact resume, a Ctrl-C checkpoint and a NaN guard.
+---
+
+# The trainer
+
+Every experiment hands its model, its data and its loss to this loop, so that what a person expects from
+training (a schedule, checkpoints that can be resumed, a progress bar, plots) is written once.
+
+**Optimisation.** [AdamW](https://arxiv.org/abs/1711.05101) with weight decay on the weights of linear layers
+only: decaying embeddings, norms' gains and biases towards zero only hurts. A model may choose its own groups
+with a `configure_optimizers(weight_decay, lr, betas)` method (the [GPT](/transformers/gpt/index.md) does).
+The learning rate rises linearly for `warmup` steps (Adam's second-moment estimates are poor at first, so
+large early steps are unstable) and then follows a cosine down to `min_lr` at `max_steps`:
+
+$$
+\eta_t = \begin{cases}
+\eta \,\dfrac{t + 1}{T_{warm}} & t < T_{warm} \\[1ex]
+\eta_{min} + \tfrac{1}{2} (\eta - \eta_{min}) \Big(1 + \cos\big(\pi \tfrac{t - T_{warm}}{T - T_{warm}}\big)\Big) & t \ge T_{warm}
+\end{cases}
+$$
+
+The gradient's global norm is clipped to `clip`. A step may accumulate the gradients of `grad_accum`
+micro-batches; each micro-batch loss is divided by `grad_accum`, so the gradient is that of the mean loss
+over the whole batch, whatever the split.
+
+**Speed.** Nothing inside a step waits for the device: losses are summed on the device and read only at
+logging steps. On CUDA the forward pass runs under bfloat16 autocast (float16 with a gradient scaler on GPUs
+without bfloat16), float32 matrix products use TF32, batches are copied from pinned memory without blocking,
+and `--compile` compiles the model with `torch.compile`.
+
+**Outputs.** In the run directory: `metrics.jsonl` (one line per logging step: step, train loss, validation
+loss at evaluation steps, tokens/s, learning rate), `loss.png` (the curves), and `checkpoint.pt`.
+The [command line](/experiments/cli.md) adds `config.json` and `result.json`.
+
+**Checkpoints** hold the model, the optimizer, the schedule, the gradient scaler, the step, every random
+generator's state (PyTorch's on each process, Python's, NumPy's and the data sampler's) and the configuration
+as plain data, so that they load with `torch.load(..., weights_only=True)` (which refuses to run arbitrary
+pickled code) and a resumed run continues *exactly* as the uninterrupted one would have on CPU. They are written
+atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end.
+
+**When things go wrong.** Ctrl-C (or SIGTERM, as a cluster sends before pre-empting a job) finishes the
+current step, writes a checkpoint and exits; a second Ctrl-C exits at once. A loss that is not finite stops the
+run with a message; the state is checked before every checkpoint, so the last good checkpoint is never
+overwritten by a broken one.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labml_nn.experiments.data import atomic_write_bytes
+from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, gather_objects,
+                                              wrap_model)
+from labml_nn.transformers.utils import count_parameters
+
+
+# ## Configuration
+#
+# Every field is a command-line option of every experiment (`--lr 3e-4`, `--max-steps 500`, ...).
+@dataclass
+class TrainerConfig:
+    """How to train: optimizer, schedule, batch, evaluation, logging, checkpoints and precision."""
+    max_steps: int = 5000
+    """Number of optimizer steps."""
+    batch_size: int = 64
+    """Sequences per optimizer step, over all gradient-accumulation steps and processes."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (each process's micro-batch is batch_size / (grad_accum * processes))."""
+    lr: float = 1e-3
+    """Peak learning rate, reached at the end of the warm-up."""
+    min_lr: float = 1e-4
+    """Learning rate at the end of the cosine decay."""
+    warmup: int = 100
+    """Steps of linear warm-up."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW's beta1 and beta2."""
+    weight_decay: float = 0.1
+    """AdamW's decoupled weight decay, on linear layers' weights only."""
+    clip: float = 1.0
+    """Maximum global gradient norm; 0 turns clipping off."""
+    eval_every: int = 250
+    """Steps between evaluations on the validation data; 0 evaluates only at the end."""
+    eval_iters: int = 100
+    """Batches per evaluation (the same batches every time, so that evaluations are comparable)."""
+    log_every: int = 10
+    """Steps between logged metrics (the only points where the loop waits for the device)."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints; 0 writes one only at the end."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Autocast precision; auto is bfloat16 on CUDA GPUs that support it, float16 on older ones, float32 elsewhere."""
+    compile: bool = False
+    """Compile the model with torch.compile."""
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_iters", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if self.clip < 0:
+            raise ValueError(f"clip must be non-negative (0 turns clipping off), got {self.clip}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be one of auto, float32, bfloat16, float16, got {self.dtype!r}")
+
+
+# ## The learning-rate schedule
+#
+# A callable object rather than a closure, so that `LambdaLR` can save its fields in the checkpoint.
+# `step` counts the optimizer steps already taken; the factor multiplies the peak learning rate.
+class WarmupCosine:
+    """Linear warm-up to 1, then a cosine from 1 down to `min_ratio` at `max_steps`."""
+
+    def __init__(self, warmup: int, max_steps: int, min_ratio: float):
+        self.warmup = warmup
+        self.max_steps = max_steps
+        self.min_ratio = min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.max_steps - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ## Weight-decay groups
+#
+# A model with its own `configure_optimizers` decides; otherwise only the weights of `nn.Linear` layers
+# decay. A tensor shared by two modules (tied weights) is listed once.
+def build_optimizer(model: nn.Module, config: TrainerConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over `model`'s parameters with decay on linear layers' weights only."""
+    if hasattr(model, "configure_optimizers"):
+        return model.configure_optimizers(weight_decay=config.weight_decay, lr=config.lr, betas=config.betas)
+    decay = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad}
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decay]
+    groups = [{"params": list(decay.values()), "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel updates all parameters in one pass; it exists for CUDA and CPU.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type in ("cuda", "cpu"))
+
+
+# ## Losses
+#
+# A loss function takes the model (possibly wrapped for several processes) and one micro-batch, the tuple a
+# batch source returned, already on the device. The language-model loss is the cross-entropy of the next
+# token at every position.
+def language_model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean next-token cross-entropy of `model(inputs)` `[batch, seq, vocab]` against `targets` `[batch, seq]`."""
+    inputs, targets = batch
+    logits = model(inputs)
+    # `[batch, seq, vocab]` to `[batch * seq, vocab]`, against `[batch * seq]`
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+class BatchSource(Protocol):
+    """Anything that draws a batch (a tuple of CPU tensors, batch first) with a given generator."""
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> tuple[torch.Tensor, ...]: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on Ctrl-C (SIGINT) or SIGTERM after writing a checkpoint."""
+
+
+# ## A run
+#
+# Where a training writes and what it was asked to do: its directory, this process's place among the
+# processes, the seed, the whole experiment configuration (saved in every checkpoint), and whether to
+# continue from the checkpoint in the directory. `sub(name)` gives a run in a subdirectory, for
+# experiments that train several models (each resumes on its own).
+@dataclass
+class Run:
+    """The output directory and context of one training run."""
+    out_dir: Path
+    ctx: DistributedContext
+    seed: int = 0
+    config: dict = field(default_factory=dict)
+    resume: bool = False
+    data_dir: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.ctx.is_main
+
+    def sub(self, name: str) -> "Run":
+        """The same run writing to the subdirectory `name`."""
+        return replace(self, out_dir=self.out_dir / name)
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / name
+
+    # Only rank 0 writes; every file is written whole (temporary file and rename).
+    def write_text(self, name: str, text: str) -> None:
+        """Write `text` to `name` in the run directory (rank 0 only)."""
+        if self.is_main:
+            atomic_write_bytes(self.path(name), text.encode("utf-8"))
+
+    def write_json(self, name: str, obj: object) -> None:
+        """Write `obj` as indented JSON to `name` in the run directory (rank 0 only)."""
+        self.write_text(name, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# ## Saving and loading checkpoints
+#
+# `torch.save` to a temporary file next to the target, flushed to disk, then renamed over it.
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """`torch.save(obj, path)` such that `path` is always either the old or the complete new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint file named by `path`: the file itself, or `checkpoint.pt` in a run directory."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+# `weights_only=True` unpickles only tensors and plain containers: loading a checkpoint from elsewhere
+# cannot run code.
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint (file or run directory) loaded safely with `weights_only=True`."""
+    return torch.load(checkpoint_path(path), map_location=map_location, weights_only=True)
+
+
+# The random state of this process, as tensors and tuples of numbers that `weights_only` accepts.
+def _rng_state(device: torch.device) -> dict:
+    keys, pos, has_gauss, cached = np.random.get_state()[1:]
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "python": random.getstate(),
+        "numpy": (torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+# ## Plotting the losses
+#
+# Matplotlib's object-oriented `Figure` draws with the Agg backend without touching global state (no
+# `pyplot`), so it works on machines without a display.
+def plot_losses(records: list[dict], path: Path, title: str = "") -> None:
+    """Training and validation loss against step, saved as a PNG."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=120)
+    ax = figure.add_subplot()
+    for key, label, style in (("train_loss", "train", "-"), ("val_loss", "validation", "o-")):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), style, label=label, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
+# ## The trainer
+class Trainer:
+    """
+    Trains `model` on batches drawn from a batch source, minimising `loss_fn(model, batch)`.
+
+    Arguments:
+        model: the model, on any device (it is moved to the run's device).
+        config: the [TrainerConfig](#TrainerConfig).
+        run: the [Run](#Run): directory, processes, seed, configuration to save, whether to resume.
+        loss_fn: `loss_fn(model, batch) -> scalar loss`, [language_model_loss](#language_model_loss) by default.
+        extra_state: plain data saved in every checkpoint (a tokenizer, say), so that a checkpoint alone
+            is enough to use the model.
+
+    After [fit](#Trainer.fit), `trainer.model` is the trained model (never wrapped or compiled).
+    """
+
+    def __init__(self, model: nn.Module, config: TrainerConfig, run: Run, *,
+                 loss_fn: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor] = language_model_loss,
+                 extra_state: dict | None = None):
+        self.config = config
+        self.run = run
+        self.ctx = run.ctx
+        self.device = run.device
+        self.loss_fn = loss_fn
+        self.extra_state = extra_state or {}
+        world = self.ctx.world_size
+        if config.batch_size % (config.grad_accum * world):
+            raise ValueError(f"batch_size ({config.batch_size}) must be divisible by grad_accum ({config.grad_accum}) "
+                             f"times the number of processes ({world})")
+        # Sequences per process and per micro-batch.
+        self.micro_batch = config.batch_size // (config.grad_accum * world)
+
+        self.model = model.to(self.device)
+        self.autocast_dtype = self._autocast_dtype()
+        if self.device.type == "cuda":
+            # TF32 keeps float32's range with a 10-bit mantissa in matrix products: several times faster on
+            # Ampere and newer GPUs, and far more precise than what the losses need.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        # The model that computes: compiled if asked; then wrapped for several processes.
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.train_model = wrap_model(self.forward_model, self.ctx)
+
+        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(config.warmup, config.max_steps, config.min_lr / config.lr))
+        # The scaler multiplies the float16 loss so that small gradients do not flush to zero; it is a no-op
+        # in every other precision.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+
+        # Offsets of training batches come from this generator, seeded identically on every process.
+        self.data_generator = torch.Generator().manual_seed(run.seed)
+        # Dropout and any other randomness: different on every process.
+        torch.manual_seed(run.seed + self.ctx.rank)
+
+        self.step = 0
+        # The sum of the micro-batch losses since the last logging step, kept on the device, and their count.
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        self.tokens = 0
+        self.train_time = 0.0
+        self.elapsed = 0.0
+        self.records: list[dict] = []
+        self.stop_requested = False
+
+    def _autocast_dtype(self) -> torch.dtype:
+        name = self.config.dtype
+        if name == "auto":
+            if self.device.type != "cuda":
+                return torch.float32
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return getattr(torch, name)
+
+    def _autocast(self):
+        if self.autocast_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ### Moving a batch to the device
+    #
+    # On CUDA the tensors are copied into page-locked (pinned) host memory first: the copy to the GPU can then
+    # run asynchronously, overlapping the previous step's computation.
+    def _to_device(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if self.device.type == "cuda":
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
+        return tuple(t.to(self.device) for t in tensors)
+
+    # This process's micro-batches of a global batch: its slice of the batch, cut into `grad_accum` pieces.
+    def _micro_batches(self, batch: tuple[torch.Tensor, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
+        per_process = self.micro_batch * self.config.grad_accum
+        start = self.ctx.rank * per_process
+        for i in range(self.config.grad_accum):
+            lo = start + i * self.micro_batch
+            yield self._to_device(tuple(t[lo:lo + self.micro_batch] for t in batch))
+
+    # ### One optimizer step
+    #
+    # Nothing here reads a value back from the device.
+    def _train_step(self, source: BatchSource) -> None:
+        accum = self.config.grad_accum
+        batch = source.sample(self.data_generator, self.config.batch_size)
+        for i, micro in enumerate(self._micro_batches(batch)):
+            # With several processes, gradients are averaged across them only on the last micro-batch.
+            last = i == accum - 1
+            sync = nullcontext() if last or not self.ctx.is_distributed else self.train_model.no_sync()
+            with sync:
+                with self._autocast():
+                    loss = self.loss_fn(self.train_model, micro)
+                # $\nabla \frac{1}{A} \sum_a L_a$: each of the $A$ micro-batch losses is scaled by $1/A$.
+                self.scaler.scale(loss / accum).backward()
+            self.loss_sum += loss.detach().float() / accum
+            self.tokens += micro[0].numel() * self.ctx.world_size
+        self.loss_count += 1
+        if self.config.clip > 0:
+            # Gradients must be unscaled (float16) before their norm is compared with `clip`.
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+
+    # ### Evaluation
+    #
+    # The mean loss over `eval_iters` batches drawn with a generator seeded afresh each time: every
+    # evaluation of a run sees the same batches, so the curve moves only because the model does.
+    @torch.no_grad()
+    def evaluate(self, source: BatchSource, seed_offset: int = 1) -> float:
+        """Mean loss of the model over `eval_iters` fixed batches of `source`, averaged over processes."""
+        generator = torch.Generator().manual_seed(self.run.seed + seed_offset)
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.config.eval_iters):
+            batch = source.sample(generator, self.config.batch_size // self.config.grad_accum)
+            start = self.ctx.rank * self.micro_batch
+            micro = self._to_device(tuple(t[start:start + self.micro_batch] for t in batch))
+            with self._autocast():
+                total += self.loss_fn(self.forward_model, micro).float()
+        self.model.train()
+        return all_reduce_mean(total / self.config.eval_iters, self.ctx).item()
+
+    # ### Checkpoints
+    def _state_is_finite(self) -> bool:
+        finite = torch.isfinite(self.loss_sum) & torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        return not any_process(not bool(finite), self.ctx)
+
+    def save_checkpoint(self) -> None:
+        """Write the complete training state to `checkpoint.pt` (all processes call it; rank 0 writes)."""
+        # Every process's random state goes into the checkpoint, so that each one resumes its own stream.
+        rng = gather_objects(_rng_state(self.device), self.ctx)
+        if not self.ctx.is_main:
+            return
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data_generator": self.data_generator.get_state(),
+            "rng": rng,
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "loss_count": self.loss_count,
+            "tokens": self.tokens,
+            "train_time": self.train_time,
+            "elapsed": self.elapsed,
+            "world_size": self.ctx.world_size,
+            "trainer": asdict(self.config),
+            "config": self.run.config,
+            "extra": self.extra_state,
+        }
+        atomic_torch_save(state, self.run.path(CHECKPOINT))
+
+    def _load_checkpoint(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data_generator.set_state(state["data_generator"])
+        if len(state["rng"]) == self.ctx.world_size:
+            _set_rng_state(state["rng"][self.ctx.rank], self.device)
+        self.step = state["step"]
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.loss_count = state["loss_count"]
+        self.tokens = state["tokens"]
+        self.train_time = state["train_time"]
+        self.elapsed = state["elapsed"]
+        # The metrics of steps after the checkpoint are dropped: they are about to be recomputed.
+        metrics = self.run.path("metrics.jsonl")
+        if metrics.exists():
+            self.records = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["step"] <= self.step]
+            self.run.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+
+    # ### Logging
+    #
+    # Adds the time since the interval started to the training time and returns it.
+    def _end_interval(self) -> float:
+        now = time.perf_counter()
+        interval, self._interval_start = now - self._interval_start, now
+        self.train_time += interval
+        return interval
+
+    def _append_record(self, record: dict) -> None:
+        self.records.append(record)
+        if self.ctx.is_main:
+            with open(self.run.path("metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # The one place where the loop waits for the device: the mean training loss since the last logging
+    # step, averaged over processes.
+    def _log(self, bar, interval_tokens: int, interval_time: float) -> dict:
+        loss = all_reduce_mean(self.loss_sum / max(1, self.loss_count), self.ctx).item()
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"The training loss became {loss} between steps {self.step - self.loss_count} and {self.step}; "
+                f"training stopped. The last good checkpoint ({self.run.path(CHECKPOINT)}) was kept. "
+                f"Try a lower learning rate (--lr), a longer warm-up (--warmup), gradient clipping (--clip) "
+                f"or float32 (--dtype float32).")
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        record = {"step": self.step, "train_loss": loss, "lr": self.last_lr,
+                  "tokens_per_s": interval_tokens / max(interval_time, 1e-9)}
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
+        return record
+
+    # ### Ctrl-C
+    #
+    # The first SIGINT (or SIGTERM) only raises a flag that the loop checks between steps, so that the step in
+    # flight completes and the checkpoint is consistent; a second SIGINT exits at once. With several
+    # processes, they agree on stopping at the next logging step. Signal handlers can be set only in the
+    # main thread; elsewhere the default behaviour stays.
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            if self.ctx.is_main:
+                print("\nStopping after this step to write a checkpoint (Ctrl-C again to quit at once)...",
+                      file=sys.stderr, flush=True)
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _should_stop(self, logged: bool) -> bool:
+        if not self.ctx.is_distributed:
+            return self.stop_requested
+        return logged and any_process(self.stop_requested, self.ctx)
+
+    # ### The loop
+    def fit(self, train: BatchSource, val: BatchSource | None = None) -> dict:
+        """
+        Train for `max_steps` (continuing from `checkpoint.pt` when the run resumes) and return the result:
+        `val_loss`, `train_loss` (both evaluated at the end on `eval_iters` batches), `steps`, `wall_s`,
+        `tokens_per_s`, `ms_per_step`, `parameters`.
+        """
+        # The progress bar is an extra (`pip install 'labml_nn[experiments]'`), imported only when training.
+        from tqdm.auto import tqdm
+
+        c = self.config
+        if self.ctx.is_main:
+            self.run.out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.run.path(CHECKPOINT)
+        if self.run.resume and checkpoint.exists():
+            self._load_checkpoint(checkpoint)
+        elif self.ctx.is_main:
+            self.run.path("metrics.jsonl").unlink(missing_ok=True)
+
+        def is_due(every: int) -> bool:
+            return every > 0 and self.step % every == 0
+
+        # Wall-clock time continues from where a resumed run stopped.
+        self._clock_start = time.perf_counter() - self.elapsed
+        bar = tqdm(total=c.max_steps, initial=self.step, disable=not self.ctx.is_main, unit="step",
+                   desc=self.run.out_dir.name, dynamic_ncols=True, mininterval=0.5)
+        val_loss = None
+        with self._stop_on_signals(), bar:
+            if self.step == 0 and val is not None and c.eval_every > 0:
+                val_loss = self.evaluate(val)
+                self._append_record({"step": 0, "val_loss": val_loss})
+            steps_before = self.step
+            # Training time and tokens are counted per interval between logging steps, which is when the
+            # device has caught up; evaluation and checkpoints fall outside the intervals.
+            self._interval_start, interval_tokens = time.perf_counter(), self.tokens
+            while self.step < c.max_steps:
+                self._train_step(train)
+                self.step += 1
+                bar.update(1)
+                evaluate = val is not None and is_due(c.eval_every)
+                save = is_due(c.checkpoint_every) and self.step < c.max_steps
+                logged = is_due(c.log_every) or evaluate or save or self.step == c.max_steps
+                if logged:
+                    interval_time = self._end_interval()
+                    record = self._log(bar, self.tokens - interval_tokens, interval_time)
+                    if evaluate:
+                        record["val_loss"] = val_loss = self.evaluate(val)
+                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{val_loss:.3f}",
+                                        tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
+                    self._append_record(record)
+                if save:
+                    self._checkpoint_if_finite()
+                if self._should_stop(logged):
+                    self._end_interval()
+                    self._checkpoint_if_finite()
+                    raise TrainingInterrupted(f"Interrupted at step {self.step}; checkpoint written to {checkpoint}.")
+                if logged:
+                    self._interval_start, interval_tokens = time.perf_counter(), self.tokens
+            if self.step > steps_before:
+                self._checkpoint_if_finite()
+
+        # ### The result
+        #
+        # Both losses are measured the same way at the end, on fixed batches with the model in evaluation mode.
+        if val is not None and val_loss is None:
+            val_loss = self.evaluate(val)
+        train_loss = self.evaluate(train, seed_offset=2)
+        self.elapsed = time.perf_counter() - self._clock_start
+        if self.ctx.is_main:
+            plot_losses(self.records, self.run.path("loss.png"), title=str(self.run.out_dir))
+        return {
+            "val_loss": val_loss,
+            "train_loss": train_loss,
+            "steps": self.step,
+            "wall_s": self.elapsed,
+            "tokens_per_s": self.tokens / max(self.train_time, 1e-9),
+            "ms_per_step": 1000 * self.train_time / max(self.step, 1),
+            "parameters": count_parameters(self.model),
+        }
+
+    # A checkpoint replaces the previous one only if the state is sound; a broken state is never saved.
+    def _checkpoint_if_finite(self) -> None:
+        self.elapsed = time.perf_counter() - self._clock_start
+        if not self._state_is_finite():
+            raise NonFiniteLossError(
+                f"The training state became non-finite by step {self.step}; training stopped. The last good "
+                f"checkpoint ({self.run.path(CHECKPOINT)}) was kept.")
+        self.save_checkpoint()
+        if self.ctx.is_main:
+            plot_losses(self.records, self.run.path("loss.png"), title=str(self.run.out_dir))
