@@ -496,3 +496,28 @@ def test_copy_task_greedy_and_beam_reproduce_the_source(copy_model):
     plain = model.greedy_decode(src, src_mask, tgt.shape[1], START)
     real = tgt != PAD
     assert torch.equal(plain[real], tgt[real])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_copy_task_decodes_on_cuda(copy_model, dtype):
+    import copy
+
+    model = copy.deepcopy(copy_model[0]).to("cuda", dtype)
+    src, tgt = copy_batch(32, torch.Generator().manual_seed(1))
+    src, tgt = src.cuda(), tgt.cuda()
+    expected = torch.where(tgt == PAD, END, tgt)
+    src_mask = padding_mask(src, PAD)
+    assert torch.equal(model.greedy_decode(src, src_mask, tgt.shape[1], START, end_symbol=END), expected)
+    assert torch.equal(model.beam_search(src, src_mask, tgt.shape[1], START, END, beam_size=3), expected)
+
+
+@pytest.mark.cuda
+def test_causal_encoder_with_caches_on_cuda():
+    encoder = Encoder(make_layer(attention=RotaryPEMultiHeadAttention), 2).cuda().eval()
+    x = torch.randn(2, 7, D_MODEL, device="cuda")
+    full = encoder(x, is_causal=True)
+    caches = encoder.new_caches(2, 7, device="cuda")
+    pieces = [encoder(x[:, :4], is_causal=True, caches=caches)]
+    pieces += [encoder(x[:, t:t + 1], is_causal=True, caches=caches) for t in range(4, 7)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-4)

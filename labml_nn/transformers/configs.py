@@ -64,11 +64,11 @@ FFNActivation = Literal["relu", "gelu", "glu", "geglu", "swiglu"]
 class TransformerConfigs:
     # Number of layers in each stack (encoder, decoder, or a decoder-only model's one stack).
     n_layers: int = 6
-    # Width of the token vectors, $d_{model}$.
+    # Width of the token vectors (d_model).
     d_model: int = 512
     # Number of attention heads; must divide `d_model`.
     n_heads: int = 8
-    # Hidden width of the feed-forward network, $d_{ff}$ (of each of the two input projections when gated).
+    # Hidden width of the feed-forward network (of each of the two input projections when gated).
     d_ff: int = 2048
     # Dropout probability on embeddings, attention weights and sublayer outputs.
     dropout: float = 0.1

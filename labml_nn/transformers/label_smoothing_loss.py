@@ -128,6 +128,8 @@ class LabelSmoothingLoss(nn.Module):
         # $-\frac{1}{C}\sum_c \log p_c$, `[N]`
         uniform = -log_probs.mean(dim=-1)
         # $$(1 - \epsilon)\big(-\log p_y\big) + \epsilon \Big(-\frac{1}{C}\sum_c \log p_c\Big)$$
+        #
+        # The loss of each sample, `[N]`.
         loss = (1 - self.smoothing) * nll + self.smoothing * uniform
         # The mean over the valid samples. With none, this is $0 / 0$, `nan`, as for `F.cross_entropy`.
         return torch.where(valid, loss, 0.0).sum() / valid.sum()

@@ -83,7 +83,7 @@ class Embeddings(nn.Module):
     #
     # `nn.Embedding` fails on an out-of-range id with an opaque index error on the CPU and a device-side assert
     # on a GPU; a too-long sequence would fail later with a shape error in the position table. We say what is
-    # wrong instead. On the CPU the check is free; on an accelerator, reading the ids back to the host would stall
+    # wrong instead. On the CPU the check is one cheap pass over the ids; on an accelerator, reading the ids back to the host would stall
     # the device at every step, so there we use `torch._assert_async`, which checks on the device without waiting.
     def check_tokens(self, tokens: torch.Tensor, offset: int) -> None:
         if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
@@ -102,7 +102,11 @@ class Embeddings(nn.Module):
         else:
             torch._assert_async(((tokens >= 0) & (tokens < self.n_vocab)).all(), message)
 
+    # ### Scaled token embeddings
+    #
     # $$\text{Embed}(x) \cdot \sqrt{d_{model}}$$
+    #
+    # The lookup, scaled as in the paper.
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         # `[batch, seq]` to `[batch, seq, d_model]`
         return self.embeddings(tokens) * math.sqrt(self.d_model)
