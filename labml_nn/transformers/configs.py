@@ -7,7 +7,7 @@ summary: One validated dataclass that describes a transformer (sizes, positional
 # Transformer configurations
 
 A transformer is described by a handful of numbers and a few choices. This module gathers them in one
-dataclass, [`TransformerConfigs`](#TransformerConfigs), that
+dataclass, [`TransformerConfigs`](/transformers/configs.md#TransformerConfigs), that
 
 * checks itself when it is created: a bad value is a `ValueError` that names the field, the value and what is
   allowed, instead of a shape error deep inside a forward pass;
@@ -55,8 +55,6 @@ Positional = Literal["fixed", "learned", "rope", "none"]
 FFNActivation = Literal["relu", "gelu", "glu", "geglu", "swiglu"]
 
 
-# <a id="TransformerConfigs"></a>
-#
 # ## The configuration
 #
 # The defaults are the base model of "Attention Is All You Need", with pre-norm.

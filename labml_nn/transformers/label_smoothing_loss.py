@@ -41,11 +41,11 @@ tests check that it agrees, gradients included.
 * the padding class gets no mass;
 * the loss is the KL divergence $\sum_c q_c \log (q_c / p_c)$, summed rather than averaged.
 
-The KL divergence differs from the cross-entropy only by the entropy of $q$, a constant, so the gradients are the
-same for the same $q$; but $q$ is not the same, so neither the values nor the gradients match
+The KL divergence differs from the cross-entropy only by the entropy of $q$, a constant, so the gradients are
+the same for the same $q$; but $q$ is not the same, so neither the values nor the gradients match
 `F.cross_entropy(label_smoothing=...)`. The function
-[`annotated_transformer_target_distribution`](#annotated_transformer_target_distribution) builds that $q$ for
-comparison.
+[`annotated_transformer_target_distribution`](/transformers/label_smoothing_loss.md#annotated_transformer_target_distribution)
+builds that $q$ for comparison.
 
 The experiment (`python -m labml_nn.transformers.label_smoothing_loss`, see
 [its page](/transformers/experiments/label_smoothing_loss.md)) trains the same model with and without smoothing
@@ -70,8 +70,6 @@ def smoothed_target_distribution(targets: torch.Tensor, n_classes: int, smoothin
     return (1 - smoothing) * one_hot + smoothing / n_classes
 
 
-# <a id="annotated_transformer_target_distribution"></a>
-#
 # ## The Annotated Transformer's targets
 #
 # $1 - \epsilon$ on the target, $\epsilon / (C - 2)$ on every class that is neither the target nor padding,

@@ -11,15 +11,18 @@ This page puts the pieces together into the model of
 source sentence, a **decoder** writes the target sentence one token at a time while looking back at what it
 has written and across at the encoder's output.
 
-* [Embeddings](#Embeddings) turn token ids into vectors, scaled by $\sqrt{d_{model}}$, and add position
-  information: [fixed sinusoids](/transformers/positional_encoding.md), learned vectors, or nothing at all when
-  positions enter the attention itself ([rotary embeddings](/transformers/rope/index.md)).
-* A [transformer layer](#TransformerLayer) is self-attention, then (in the decoder) attention over the
-  encoder's output, then a [feed-forward network](/transformers/feed_forward.md); each of these *sublayers*
-  sits in a residual connection with layer normalisation.
-* The [encoder](#Encoder) and the [decoder](#Decoder) are stacks of identical layers.
-* The [generator](#Generator) projects the decoder's output to one logit per word of the vocabulary.
-* The [encoder-decoder](#EncoderDecoder) wires them together and decodes greedily or with beam search.
+* [Embeddings](/transformers/models.md#Embeddings) turn token ids into vectors, scaled by $\sqrt{d_{model}}$,
+  and add position information: [fixed sinusoids](/transformers/positional_encoding.md), learned vectors, or
+  nothing at all when positions enter the attention itself ([rotary embeddings](/transformers/rope/index.md)).
+* A [transformer layer](/transformers/models.md#TransformerLayer) is self-attention, then (in the decoder)
+  attention over the encoder's output, then a [feed-forward network](/transformers/feed_forward.md); each of
+  these *sublayers* sits in a residual connection with layer normalisation.
+* The [encoder](/transformers/models.md#Encoder) and the [decoder](/transformers/models.md#Decoder) are stacks of
+  identical layers.
+* The [generator](/transformers/models.md#Generator) projects the decoder's output to one logit per word of the
+  vocabulary.
+* The [encoder-decoder](/transformers/models.md#EncoderDecoder) wires them together and decodes greedily or with
+  beam search.
 
 Tensors are batch-first, `[batch, seq, d_model]`. Masks are boolean with `True` meaning "may attend"
 (see [masks](/transformers/utils.md)): the source mask is a padding mask `[batch, 1, 1, src_seq]`; the target
@@ -43,8 +46,6 @@ from labml_nn.transformers.mha import KVCache, MultiHeadAttention
 from labml_nn.transformers.positional_encoding import get_positional_encoding
 
 
-# <a id="Embeddings"></a>
-#
 # ## Token embeddings
 #
 # An `nn.Embedding` is a lookup table with one learned vector per token id. The paper multiplies the embeddings
@@ -83,8 +84,9 @@ class Embeddings(nn.Module):
     #
     # `nn.Embedding` fails on an out-of-range id with an opaque index error on the CPU and a device-side assert
     # on a GPU; a too-long sequence would fail later with a shape error in the position table. We say what is
-    # wrong instead. On the CPU the check is one cheap pass over the ids; on an accelerator, reading the ids back to the host would stall
-    # the device at every step, so there we use `torch._assert_async`, which checks on the device without waiting.
+    # wrong instead. On the CPU the check is one cheap pass over the ids. On an accelerator, reading the ids back
+    # to the host would stall the device at every step, so there we use `torch._assert_async`, which checks on the
+    # device without waiting (a failure surfaces as a `RuntimeError` at a later synchronisation).
     def check_tokens(self, tokens: torch.Tensor, offset: int) -> None:
         if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"tokens must be an integer tensor [batch, seq], got shape {tuple(tokens.shape)} "
@@ -172,8 +174,6 @@ class EmbeddingsWithLearnedPositionalEncoding(Embeddings):
         return self.dropout(self.embed_tokens(tokens) + positions)
 
 
-# <a id="TransformerLayer"></a>
-#
 # ## Transformer layer
 #
 # A layer is two or three *sublayers*, each wrapped in a residual connection: self-attention; attention over the
@@ -195,8 +195,8 @@ class EmbeddingsWithLearnedPositionalEncoding(Embeddings):
 # [Xiong et al., 2020](https://arxiv.org/abs/2002.04745) show that at initialisation the gradients of the last
 # layers are then large: the paper's model needs a learning-rate warm-up to survive its first steps, and deep
 # post-norm stacks diverge without one. Pre-norm's residual stream is never normalised, so a pre-norm stack
-# ends with a final layer normalisation (see [the stacks](#Encoder)). Post-norm, when it does train, often
-# reaches a slightly better result; pre-norm is the safe default.
+# ends with a final layer normalisation (see [the stacks](/transformers/models.md#Encoder)). Post-norm, when it
+# does train, often reaches a slightly better result; pre-norm is the safe default.
 class TransformerLayer(nn.Module):
     """
     One encoder layer (`src_attn=None`) or decoder layer.
@@ -293,8 +293,6 @@ class TransformerStack(nn.Module):
             raise ValueError(f"caches must have one KVCache per layer ({len(self.layers)}), got {len(caches)}")
 
 
-# <a id="Encoder"></a>
-#
 # ### Encoder
 #
 # Self-attention over the source, each position seeing every non-padding position. With `is_causal` and
@@ -309,8 +307,6 @@ class Encoder(TransformerStack):
         return self.norm(x)
 
 
-# <a id="Decoder"></a>
-#
 # ### Decoder
 #
 # Causal self-attention over the target written so far, and attention over the encoder's output `memory`.
@@ -334,8 +330,6 @@ class Decoder(TransformerStack):
         return self.norm(x)
 
 
-# <a id="Generator"></a>
-#
 # ## Generator
 #
 # A linear projection from $d_{model}$ to one logit per word of the target vocabulary. It returns logits, not
@@ -366,8 +360,6 @@ def init_linear_xavier_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-# <a id="EncoderDecoder"></a>
-#
 # ## Encoder-decoder
 #
 # The whole model. Training feeds the target shifted right (starting with a start symbol) and predicts each next
@@ -375,11 +367,11 @@ def init_linear_xavier_(module: nn.Module) -> None:
 class EncoderDecoder(nn.Module):
     """
     Arguments:
-        encoder: the [`Encoder`](#Encoder).
-        decoder: the [`Decoder`](#Decoder).
+        encoder: the [`Encoder`](/transformers/models.md#Encoder).
+        decoder: the [`Decoder`](/transformers/models.md#Decoder).
         src_embed: embeddings of the source tokens (one of the classes above).
         tgt_embed: embeddings of the target tokens.
-        generator: the [`Generator`](#Generator), to target-vocabulary logits.
+        generator: the [`Generator`](/transformers/models.md#Generator), to target-vocabulary logits.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, src_embed: Embeddings, tgt_embed: Embeddings,
@@ -430,8 +422,6 @@ class EncoderDecoder(nn.Module):
         # The last position's logits, `[batch, n_tgt_vocab]`
         return self.generator(out[:, -1])
 
-    # <a id="EncoderDecoder.greedy_decode"></a>
-    #
     # ### Greedy decoding
     #
     # $$y_t = \mathop{\text{argmax}}_w \; p(w \mid y_{<t}, x)$$
@@ -464,8 +454,6 @@ class EncoderDecoder(nn.Module):
                 break
         return tokens
 
-    # <a id="EncoderDecoder.beam_search"></a>
-    #
     # ### Beam search
     #
     # Greedy decoding commits to the most likely token at each step, and a likely word now can force an unlikely
