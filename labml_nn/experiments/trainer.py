@@ -444,7 +444,9 @@ class Trainer:
     # ### Evaluation
     #
     # The mean loss over `eval_iters` batches drawn with a generator seeded afresh each time: every
-    # evaluation of a run sees the same batches, so the curve moves only because the model does.
+    # evaluation of a run sees the same batches, so the curve moves only because the model does. The batches
+    # are the size of a training batch and are split like one, so the figure does not depend on
+    # `grad_accum` or on the number of processes.
     @torch.no_grad()
     def evaluate(self, source: BatchSource, seed_offset: int = 1) -> float:
         """Mean loss of the model over `eval_iters` fixed batches of `source`, averaged over processes."""
@@ -452,13 +454,11 @@ class Trainer:
         self.model.eval()
         total = torch.zeros((), device=self.device)
         for _ in range(self.config.eval_iters):
-            batch = source.sample(generator, self.config.batch_size // self.config.grad_accum)
-            start = self.ctx.rank * self.micro_batch
-            micro = self._to_device(tuple(t[start:start + self.micro_batch] for t in batch))
-            with self._autocast():
-                total += self.loss_fn(self.forward_model, micro).float()
+            for micro in self._micro_batches(source.sample(generator, self.config.batch_size)):
+                with self._autocast():
+                    total += self.loss_fn(self.forward_model, micro).float()
         self.model.train()
-        return all_reduce_mean(total / self.config.eval_iters, self.ctx).item()
+        return all_reduce_mean(total / (self.config.eval_iters * self.config.grad_accum), self.ctx).item()
 
     # ### Checkpoints
     def _state_is_finite(self) -> bool:

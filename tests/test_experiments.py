@@ -1,0 +1,263 @@
+"""The experiment machinery: data loading (offline), the trainer (schedule, accumulation, exact resume,
+Ctrl-C, NaN guard, safe checkpoints), the command line, and the GPT and configs experiments end to end
+in subprocesses, including two gloo processes under torchrun."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from labml_nn.experiments import data as data_module
+from labml_nn.experiments.cli import config_from_dict
+from labml_nn.experiments.data import (TINY_SHAKESPEARE_SHA256, BlockSource, CharTokenizer, DataUnavailableError,
+                                       load_tiny_shakespeare, tiny_shakespeare_path)
+from labml_nn.experiments.distributed import setup
+from labml_nn.experiments.trainer import (NonFiniteLossError, Run, Trainer, TrainerConfig, TrainingInterrupted,
+                                          build_optimizer, language_model_loss, load_checkpoint)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ## Data
+
+
+def test_local_copy_tokenizer_split_and_blocks(data_dir):
+    text = (data_dir / "tiny_shakespeare.txt").read_text()
+    data = load_tiny_shakespeare(data_dir)
+    assert data.tokenizer.n_vocab == len(set(text)) == 65
+    assert len(data.train) == int(0.9 * len(text)) and len(data.train) + len(data.val) == len(text)
+    assert data.tokenizer.decode(data.train[:500]) == text[:500]
+    assert data.tokenizer.decode(data.val[-500:]) == text[-500:]
+    x, y = BlockSource(data.train, 32).sample(torch.Generator().manual_seed(1), 16)
+    assert x.shape == y.shape == (16, 32)
+    for row_x, row_y in zip(x, y):
+        block = data.tokenizer.decode(row_x) + data.tokenizer.decode(row_y[-1:])
+        assert block in text[:len(data.train)]
+        assert torch.equal(row_x[1:], row_y[:-1])
+
+
+def test_tokenizer_round_trip_and_errors(tmp_path):
+    tokenizer = CharTokenizer.from_text("hello world")
+    assert tokenizer.chars == " dehlorw"
+    tokenizer.save(tmp_path / "t.json")
+    loaded = CharTokenizer.load(tmp_path / "t.json")
+    assert loaded.decode(loaded.encode("hello")) == "hello"
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tokenizer.encode("hello!")
+
+
+def test_download_is_checked_cached_and_written_once(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("LABML_NN_DATA", raising=False)
+    cache = tmp_path / "cache"
+    path = tiny_shakespeare_path(cache_dir=cache, url=(data_dir / "tiny_shakespeare.txt").as_uri())
+    assert path == cache / "tiny_shakespeare.txt"
+    assert data_module.sha256_of(path.read_bytes()) == TINY_SHAKESPEARE_SHA256
+    assert [p.name for p in cache.iterdir()] == ["tiny_shakespeare.txt"]
+    # Once cached, no download is attempted: an unreachable address would fail.
+    assert tiny_shakespeare_path(cache_dir=cache, url="http://127.0.0.1:9/input.txt") == path
+
+
+def test_offline_without_copy_fails_at_once_saying_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("LABML_NN_DATA", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailableError) as error:
+        tiny_shakespeare_path(cache_dir=tmp_path, url="http://127.0.0.1:9/input.txt")
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    assert str(tmp_path / "tiny_shakespeare.txt") in message
+    assert "--data-dir" in message and "LABML_NN_DATA" in message
+    assert not (tmp_path / "tiny_shakespeare.txt").exists()
+
+    monkeypatch.setenv("LABML_NN_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataUnavailableError, match=str(tmp_path / "empty" / "tiny_shakespeare.txt")):
+        tiny_shakespeare_path()
+
+
+def test_checksum_mismatch_saves_nothing_and_a_corrupt_cache_is_replaced(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("LABML_NN_DATA", raising=False)
+    good = (data_dir / "tiny_shakespeare.txt").read_bytes()
+    corrupt = tmp_path / "corrupt.txt"
+    corrupt.write_bytes(good[:-1] + b"?")
+    cache = tmp_path / "cache"
+    with pytest.raises(DataUnavailableError, match="SHA-256"):
+        tiny_shakespeare_path(cache_dir=cache, url=corrupt.as_uri())
+    assert not cache.exists() or not any(cache.iterdir())
+
+    cache.mkdir(exist_ok=True)
+    (cache / "tiny_shakespeare.txt").write_bytes(good[:1000])
+    path = tiny_shakespeare_path(cache_dir=cache, url=(data_dir / "tiny_shakespeare.txt").as_uri())
+    assert path.read_bytes() == good
+
+
+# ## Trainer, on a stand-in model
+
+
+class TinyLM(nn.Module):
+    """Embedding, dropout, linear: enough to exercise every part of the trainer."""
+
+    def __init__(self, n_vocab: int, d: int = 16, dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(n_vocab, d)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(d, n_vocab)
+
+    def forward(self, x):
+        return self.out(self.dropout(torch.tanh(self.embed(x))))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run far faster on one thread, and a busy machine makes several threads wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return load_tiny_shakespeare(os.environ["LABML_NN_DATA"])
+
+
+def train_tiny(shakespeare, out, config, *, dropout=0.0, resume=False, loss_fn=language_model_loss):
+    torch.manual_seed(0)
+    model = TinyLM(shakespeare.tokenizer.n_vocab, dropout=dropout)
+    run = Run(Path(out), setup("cpu"), seed=3, resume=resume, config={"note": "tiny"})
+    trainer = Trainer(model, config, run, loss_fn=loss_fn, extra_state={"tokenizer": shakespeare.tokenizer.to_dict()})
+    result = trainer.fit(BlockSource(shakespeare.train, 16), BlockSource(shakespeare.val, 16))
+    return trainer, result
+
+
+def metrics(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+            for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+
+
+SMALL = dict(max_steps=40, batch_size=8, eval_every=10, eval_iters=2, log_every=5, checkpoint_every=10, warmup=8,
+             lr=1e-2, min_lr=1e-3)
+
+
+def test_warmup_then_cosine_schedule(shakespeare, tmp_path):
+    config = TrainerConfig(**{**SMALL, "log_every": 1})
+    train_tiny(shakespeare, tmp_path, config)
+    logged = {r["step"]: r["lr"] for r in metrics(tmp_path) if "lr" in r}
+    for step in range(1, 41):
+        t = step - 1  # the learning rate of step `step` is the schedule's value after `t` steps
+        if t < 8:
+            expected = 1e-2 * (t + 1) / 8
+        else:
+            expected = 1e-3 + 0.5 * (1e-2 - 1e-3) * (1 + math.cos(math.pi * (t - 8) / 32))
+        assert logged[step] == pytest.approx(expected, rel=1e-9)
+
+
+def test_gradient_accumulation_matches_one_big_batch(shakespeare, tmp_path):
+    _, whole = train_tiny(shakespeare, tmp_path / "a", TrainerConfig(**SMALL))
+    _, accumulated = train_tiny(shakespeare, tmp_path / "b", TrainerConfig(**SMALL, grad_accum=4))
+    for a, b in zip(metrics(tmp_path / "a"), metrics(tmp_path / "b"), strict=True):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5)
+    assert accumulated["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
+
+
+def test_weight_decay_only_on_linear_weights():
+    model = TinyLM(10)
+    optimizer = build_optimizer(model, TrainerConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model.out.weight)}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(shakespeare, tmp_path):
+    config = TrainerConfig(**SMALL, grad_accum=2)
+    uninterrupted, expected = train_tiny(shakespeare, tmp_path / "a", config, dropout=0.2)
+
+    # A real SIGINT in the middle of step 23: two micro-batches a step, and three evaluations (steps 0, 10, 20)
+    # of two batches of two micro-batches before it.
+    calls = [0]
+
+    def loss_with_ctrl_c(model, batch):
+        calls[0] += 1
+        if calls[0] == 3 * 2 * 2 + 22 * 2 + 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return language_model_loss(model, batch)
+
+    with pytest.raises(TrainingInterrupted, match="step 23"):
+        train_tiny(shakespeare, tmp_path / "b", config, dropout=0.2, loss_fn=loss_with_ctrl_c)
+    assert load_checkpoint(tmp_path / "b")["step"] == 23
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    resumed, result = train_tiny(shakespeare, tmp_path / "b", config, dropout=0.2, resume=True)
+    assert metrics(tmp_path / "b") == metrics(tmp_path / "a")
+    assert (result["val_loss"], result["train_loss"], result["steps"]) == \
+           (expected["val_loss"], expected["train_loss"], expected["steps"])
+    for p, q in zip(uninterrupted.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_checkpoint_loads_with_weights_only(shakespeare, tmp_path):
+    trainer, _ = train_tiny(shakespeare, tmp_path, TrainerConfig(**SMALL))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 40 and state["config"] == {"note": "tiny"}
+    assert CharTokenizer.from_dict(state["extra"]["tokenizer"]).chars == shakespeare.tokenizer.chars
+    json.dumps({k: state[k] for k in ("config", "trainer", "extra")})
+    model = TinyLM(shakespeare.tokenizer.n_vocab)
+    model.load_state_dict(state["model"])
+    for p, q in zip(model.parameters(), trainer.model.parameters()):
+        assert torch.equal(p, q)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(shakespeare, tmp_path):
+    calls = [0]
+
+    def loss_turning_nan(model, batch):
+        calls[0] += 1
+        loss = language_model_loss(model, batch)
+        # From step 13 on (after the step-0 and step-10 evaluations of 2 batches each)
+        return loss * float("nan") if calls[0] >= 2 + 12 + 2 + 1 else loss
+
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint") as error:
+        train_tiny(shakespeare, tmp_path, TrainerConfig(**SMALL), loss_fn=loss_turning_nan)
+    assert "between steps 10 and 15" in str(error.value)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 10
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_bad_trainer_config_names_the_field():
+    with pytest.raises(ValueError, match="min_lr"):
+        TrainerConfig(lr=1e-3, min_lr=1e-2)
+    with pytest.raises(ValueError, match="grad_accum"):
+        TrainerConfig(batch_size=12, grad_accum=5)
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainerConfig(max_steps=0)
+
+
+@dataclass
+class _Inner:
+    width: int = 4
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+@dataclass
+class _Outer:
+    inner: _Inner = field(default_factory=_Inner)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    name: str = "x"
+
+
+def test_config_round_trips_through_json():
+    config = _Outer(_Inner(7, (0.8, 0.9)), TrainerConfig(lr=3e-4, betas=(0.9, 0.95)), "y")
+    from dataclasses import asdict
+    assert config_from_dict(_Outer, json.loads(json.dumps(asdict(config)))) == config
+    with pytest.raises(ValueError, match="unknown _Outer fields"):
+        config_from_dict(_Outer, {"nmae": "typo"})
