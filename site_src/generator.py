@@ -1,0 +1,130 @@
+"""Everything the site generates from the repository, as plain data: `generate(root)` returns the files to add to
+the site (path -> text or bytes, or a path on disk to copy), the navigation, and the page post-processors.
+
+`site_src/hook.py` is the only part that knows mkdocs; another static site generator could use this module as it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from site_src import figures, katex, pages
+
+log = logging.getLogger("mkdocs.hooks.labml_nn")
+
+HERE = Path(__file__).resolve().parent
+ASSETS = HERE / "assets"
+MODULE_MAP_MARKER = "<!-- module-map -->"
+
+# Results that are slow to make, kept between rebuilds of `mkdocs serve`, keyed by the hash of their inputs.
+_figure_cache: dict[str, tuple[dict[str, bytes], dict[str, str]]] = {}
+_notebook_cache: dict[str, str] = {}
+
+
+@dataclass
+class Site:
+    root: Path
+    pages: list[pages.ModulePage]
+    linker: pages.Linker
+    files: dict[str, str | bytes | Path] = field(default_factory=dict)
+    nav: list = field(default_factory=list)
+    # Page (docs path) -> (source file, name to show) for error messages.
+    sources: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    skipped_figures: dict[str, str] = field(default_factory=dict)
+
+    def module_map(self, from_page: str) -> str:
+        return pages.module_map_markdown(self.pages, from_page)
+
+    def process_page_html(self, page: str, content: str) -> tuple[str, set[str]]:
+        """Code links and anchors of annotated pages, short anchors on API pages; returns the new ids too."""
+        if page.startswith("api/"):
+            return api_short_anchors(content, page, self.pages)
+        before = set(re.findall(r'\bid="([^"]+)"', content))
+        content = self.linker.process(page, content)
+        return content, set(re.findall(r'\bid="([^"]+)"', content)) - before
+
+
+def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None = None) -> Site:
+    module_pages = pages.discover(root)
+    site = Site(root=root, pages=module_pages,
+                linker=pages.Linker(module_pages, use_directory_urls))
+    for page in module_pages:
+        site.files[page.page] = pages.page_markdown(page, module_pages)
+        site.files[page.api_page] = pages.api_markdown(page)
+        site.files[page.source_copy] = page.source
+        site.sources[page.page] = site.sources[page.api_page] = (root / page.source_path, page.source_path)
+        if page.notebook and page.notebook not in site.files:
+            experiment = (root / page.experiment_source).read_text(encoding="utf-8")
+            site.files[page.notebook] = notebook(experiment)
+    site.files["api/index.md"] = pages.api_index_markdown(module_pages)
+
+    drawn, site.skipped_figures = draw_figures(root)
+    for name, png in drawn.items():
+        site.files[f"figures/{name}"] = png
+    for name, reason in site.skipped_figures.items():
+        log.info(f"figure {name} skipped: {reason}")
+
+    site.files["assets/katex/katex.min.css"] = katex.stylesheet()
+    for font in katex.fonts():
+        site.files[f"assets/katex/fonts/{font.name}"] = font
+    for asset in sorted(ASSETS.iterdir()):
+        site.files[f"assets/{asset.name}"] = asset
+
+    if docs_dir is not None:
+        for path in docs_dir.rglob("*.md"):
+            relative = path.relative_to(docs_dir).as_posix()
+            site.sources[relative] = (path, f"docs/{relative}")
+    site.nav = pages.navigation(module_pages, [{"Home": "index.md"}], [])
+    return site
+
+
+def draw_figures(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    digest = hashlib.sha256()
+    for path in sorted((root / pages.PACKAGE).rglob("*.py")) + [HERE / "figures.py"]:
+        digest.update(path.as_posix().encode())
+        digest.update(path.read_bytes())
+    key = digest.hexdigest()
+    if key not in _figure_cache:
+        _figure_cache.clear()
+        _figure_cache[key] = figures.build_all()
+    return _figure_cache[key]
+
+
+def notebook(source: str) -> str:
+    """An experiment script as a Jupyter notebook (jupytext, the script's comment blocks as Markdown cells)."""
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key not in _notebook_cache:
+        import jupytext
+
+        document = jupytext.reads(source, fmt="py:light")
+        _notebook_cache[key] = jupytext.writes(document, fmt="ipynb")
+    return _notebook_cache[key]
+
+
+API_HEADING_ID = re.compile(r'<(h\d) id="([\w.]+)"')
+
+
+def api_short_anchors(content: str, page: str, module_pages: list[pages.ModulePage]) -> tuple[str, set[str]]:
+    """On an API page, mkdocstrings' anchors are full paths (`labml_nn.transformers.mha.KVCache`). Add the short
+    ones the annotated page uses (`KVCache`), so that `#KVCache` in a docstring works on both pages."""
+    module = next((p for p in module_pages if p.api_page == page), None)
+    if module is None:
+        return content, set()
+    prefix = module.name + "."
+    existing = set(re.findall(r'\bid="([^"]+)"', content))
+    added: set[str] = set()
+
+    def add(match: re.Match) -> str:
+        full = match.group(2)
+        if not full.startswith(prefix):
+            return match.group(0)
+        short = full[len(prefix):]
+        if short in existing or short in added:
+            return match.group(0)
+        added.add(short)
+        return f'<span class="lnn-def" id="{short}"></span>{match.group(0)}'
+
+    return API_HEADING_ID.sub(add, content), added

@@ -1,0 +1,425 @@
+"""The site's pages generated from the `labml_nn` package: one annotated page and one API page per module.
+
+This module knows nothing of mkdocs: it turns the package's sources into Markdown pages, their navigation and the
+post-processing of their HTML (code links and anchors). `site_src/hook.py` hands the results to mkdocs.
+
+Page paths (fixed by the project's site conventions):
+
+* `labml_nn/transformers/mha.py` -> `transformers/mha.md`
+* `labml_nn/transformers/rope/__init__.py` -> `transformers/rope/index.md`
+* `labml_nn/experiments/trainer.py` -> `experiments/trainer.md`
+
+and its API reference at the same path under `api/`. The root package `labml_nn/__init__.py` has no page of its own:
+the site's home page, `docs/index.md`, introduces the project.
+"""
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from site_src import symbols
+from site_src.splitter import Module, Section, split
+
+PACKAGE = "labml_nn"
+
+# Reading order of the modules in `labml_nn.transformers` (and of their experiments); others follow alphabetically.
+READING_ORDER = ["utils", "mha", "positional_encoding", "rope", "feed_forward", "models", "configs", "gpt",
+                 "label_smoothing_loss", "llama", "experiments"]
+# Reading order of the shared experiment machinery in `labml_nn.experiments`; others follow alphabetically.
+MACHINERY_ORDER = ["config", "data", "trainer", "checkpoint", "logging", "plots", "cli"]
+
+
+@dataclass
+class ModulePage:
+    """One module of the package and the pages made from it."""
+    name: str  # dotted module name, `labml_nn.transformers.mha`
+    source_path: str  # path from the repository root, `labml_nn/transformers/mha.py`
+    source: str
+    is_package: bool
+    module: Module  # the split source
+    page: str  # the annotated page, `transformers/mha.md`
+    api_page: str  # the API reference page, `api/transformers/mha.md`
+    source_copy: str  # where the site serves the raw source, `transformers/mha.py`
+    notebook: str | None = None  # the experiment as a notebook, `transformers/experiments/mha.ipynb`
+    experiment_source: str | None = None  # source path of that experiment, to convert
+    run_command: str | None = None  # `python -m labml_nn.transformers.mha`
+    symbols: symbols.ModuleIndex | None = None  # definitions and resolved references
+    anchors_at_sections: dict[int, list[str]] = field(default_factory=dict)  # section index -> ids placed there
+    anchors_in_code: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # position -> (text, id)
+
+    @property
+    def title(self) -> str:
+        return self.module.title or self.name
+
+    @property
+    def summary(self) -> str:
+        return self.module.summary or ""
+
+    @property
+    def section_ids(self) -> list[str]:
+        return [section_id(section) for section in self.module.sections]
+
+
+def section_id(section: Section) -> str:
+    """A section's permalink anchor: `L` and the section's first source line, like a link to a line of a file."""
+    lines = [line for line in (section.notes_line, section.code_line) if line is not None]
+    return f"L{min(lines)}"
+
+
+def page_path(module_name: str, is_package: bool) -> str:
+    parts = module_name.split(".")[1:]
+    if is_package:
+        return posixpath.join(*parts, "index.md") if parts else "index.md"
+    return posixpath.join(*parts) + ".md"
+
+
+def page_url(page: str, use_directory_urls: bool = True) -> str:
+    """The URL path (from the site root) that mkdocs gives a page, as mkdocs' `File.url` does."""
+    stem = page[:-3]
+    if use_directory_urls:
+        if stem == "index":
+            return ""
+        if stem.endswith("/index"):
+            return stem[:-5]
+        return stem + "/"
+    return stem + ".html"
+
+
+def relative_url(target: str, page: str, use_directory_urls: bool = True) -> str:
+    """URL of the site file `target` (a page `.md` or any file, optionally with `#anchor`) from the page `page`."""
+    target, _, anchor = target.partition("#")
+    target_url = page_url(target, use_directory_urls) if target.endswith(".md") else target
+    here = page_url(page, use_directory_urls)
+    base = here if here.endswith("/") or not here else posixpath.dirname(here) + "/"
+    relative = posixpath.relpath("/" + target_url, "/" + base)
+    if target_url.endswith("/") or target_url == "":
+        relative = relative.rstrip("/") + "/" if relative != "." else "./"
+    return relative + (f"#{anchor}" if anchor else "")
+
+
+def _sort_key(name: str, order: list[str]) -> tuple[int, str]:
+    return (order.index(name), name) if name in order else (len(order), name)
+
+
+def discover(root: Path) -> list[ModulePage]:
+    """Every module of the package under `root`, split and indexed, in reading order."""
+    package_dir = root / PACKAGE
+    found: dict[str, tuple[Path, bool]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        if "__pycache__" in path.parts or path.name == "__main__.py":
+            continue
+        relative = path.relative_to(root).with_suffix("")
+        parts = list(relative.parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        found[".".join(parts)] = (path, is_package)
+
+    pages = []
+    for name, (path, is_package) in found.items():
+        source = path.read_text(encoding="utf-8")
+        try:
+            module = split(source)
+        except SyntaxError as error:
+            raise SyntaxError(f"{path.relative_to(root)}:{error.lineno}: {error.msg}") from error
+        page = page_path(name, is_package)
+        source_copy = posixpath.join(posixpath.dirname(page), path.name)
+        pages.append(ModulePage(name=name, source_path=path.relative_to(root).as_posix(), source=source,
+                                is_package=is_package, module=module, page=page, api_page=f"api/{page}",
+                                source_copy=source_copy))
+
+    by_name = {p.name: p for p in pages}
+    for page in pages:
+        _attach_experiment(page, by_name, root)
+
+    index = symbols.index_project({p.name: (p.source, p.is_package) for p in pages})
+    for page in pages:
+        page.symbols = index[page.name]
+        _place_anchors(page)
+    ordered = sorted(pages, key=lambda p: reading_key(p.name))
+    return [p for p in ordered if p.name != PACKAGE]
+
+
+def reading_key(name: str) -> tuple:
+    """Sort key giving the reading order: a package's page before its modules, modules in the order above."""
+    parts = name.split(".")[1:]
+    key = []
+    for depth, part in enumerate(parts):
+        order = MACHINERY_ORDER if parts[0] == "experiments" and depth == 1 else READING_ORDER
+        key.append(_sort_key(part, order))
+    top = _sort_key(parts[0], ["transformers", "experiments"]) if parts else (-1, "")
+    return (top, *key[1:]) if parts else ((-1, ""),)
+
+
+def _attach_experiment(page: ModulePage, by_name: dict[str, ModulePage], root: Path) -> None:
+    """The command that runs a module's experiment, and the experiment file to convert into a notebook."""
+    parts = page.name.split(".")
+    if parts[:2] != [PACKAGE, "transformers"] or len(parts) < 3:
+        return
+    if parts[2] == "experiments":
+        if len(parts) == 4:
+            studied = by_name.get(".".join(parts[:2] + parts[3:]))
+            if studied is not None and studied.run_command:
+                page.run_command = studied.run_command
+            page.experiment_source = page.source_path
+            page.notebook = page.page[:-3] + ".ipynb"
+        return
+    runnable = ('if __name__ == "__main__":' in page.source
+                or (page.is_package and (root / Path(page.source_path).parent / "__main__.py").exists()))
+    if runnable:
+        page.run_command = f"python -m {page.name}"
+    experiment = root / PACKAGE / "transformers" / "experiments" / f"{parts[2]}.py"
+    if len(parts) == 3 and experiment.exists():
+        page.experiment_source = experiment.relative_to(root).as_posix()
+        page.notebook = f"transformers/experiments/{parts[2]}.ipynb"
+
+
+def _place_anchors(page: ModulePage) -> None:
+    """An anchor for every class and function: at the top of its section when the definition starts the section's
+    code (so that the notes above it are in view), else on its name in the code. An anchor the notes already
+    define (`<a id="...">`) is not repeated."""
+    starts = {section.code_line: i for i, section in enumerate(page.module.sections) if section.code_line}
+    written = {m for s in page.module.sections for m in re.findall(r'\bid="([^"]+)"', s.notes)}
+    for qualname, definition in page.symbols.definitions.items():
+        if qualname in written:
+            continue
+        if definition.start in starts:
+            page.anchors_at_sections.setdefault(starts[definition.start], []).append(qualname)
+        else:
+            name = qualname.rsplit(".", 1)[-1]
+            page.anchors_in_code[definition.position] = (name, qualname)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markdown of the pages
+
+
+def _fence(code: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def front_matter(title: str, description: str, hide_toc: bool) -> str:
+    lines = ["---", f"title: {_yaml_string(title)}"]
+    if description:
+        lines.append(f"description: {_yaml_string(description)}")
+    if hide_toc:
+        lines += ["hide:", "  - toc"]
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def _yaml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
+    """The annotated page of a module: a header with how to run it, then one row per section."""
+    out = [front_matter(page.title, page.summary, hide_toc=True), "", '<div class="lnn-page" markdown>', ""]
+    header = _header(page)
+    sections = page.module.sections
+    if not sections or not sections[0].notes.startswith("# "):
+        # No title in the notes: the header goes above the first section.
+        out += header
+        header = []
+    for i, section in enumerate(sections):
+        sid = section_id(section)
+        out += [f'<div class="lnn-section" id="{sid}" markdown>', "",
+                f'<div class="lnn-notes" markdown>', ""]
+        notes = section.notes
+        if i == 0 and header:
+            # The page's title, then how to run the module and where its source is.
+            title, _, notes = notes.partition("\n")
+            out += [title, ""] + header
+        if notes.strip():
+            out += [notes, ""]
+        if i == 0:
+            out += _children_table(page, pages)
+        out += ["</div>", "", '<div class="lnn-code" markdown>', ""]
+        for block in section.code:
+            fence = _fence(block.text)
+            out += [f'{fence}python linenums="{block.line}"', block.text, fence, ""]
+        out += ["</div>", "", "</div>", ""]
+    out += ["</div>", ""]
+    return "\n".join(out)
+
+
+def _header(page: ModulePage) -> list[str]:
+    links = [f'[View source]({posixpath.basename(page.source_copy)}){{ .lnn-link title="{page.source_path}" }}']
+    if page.notebook:
+        notebook = relative_file(page.notebook, page.page)
+        links.append(f'[Notebook]({notebook}){{ .lnn-link download title="The experiment as a Jupyter notebook" }}')
+    links.append(f"[API reference]({relative_file(page.api_page, page.page)}){{ .lnn-link }}")
+    out = ['<div class="lnn-header" markdown>', ""]
+    if page.run_command:
+        out += ['<div class="lnn-run" markdown>', "", "```bash", page.run_command, "```", "", "</div>", ""]
+    out += [" ".join(links), "", "</div>", ""]
+    return out
+
+
+def relative_file(target: str, page: str) -> str:
+    """Path of the docs file `target` relative to the docs file `page`, as written in a Markdown link."""
+    return posixpath.relpath(target, posixpath.dirname(page) or ".")
+
+
+def _children_table(page: ModulePage, pages: list[ModulePage]) -> list[str]:
+    """A package's page lists the modules in it, in reading order, with their summaries."""
+    if not page.is_package:
+        return []
+    prefix = page.name + "."
+    children = [p for p in pages if p.name.startswith(prefix) and "." not in p.name[len(prefix):]]
+    notes = "\n".join(s.notes for s in page.module.sections)
+    if not children or any(child.page in notes for child in children):
+        # The package's own notes already guide the reader through its modules.
+        return []
+    out = ["| Module | What it is |", "| --- | --- |"]
+    for child in children:
+        out.append(f"| [{_cell(child.title)}]({relative_file(child.page, page.page)}) | {_cell(child.summary)} |")
+    return out + [""]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def api_markdown(page: ModulePage) -> str:
+    """The API reference page of a module, rendered by mkdocstrings from the docstrings."""
+    annotated = relative_file(page.page, page.api_page)
+    return "\n".join([
+        front_matter(f"{page.title} (API)", page.summary, hide_toc=False), "",
+        f"# `{page.name}`", "",
+        f"[Annotated source]({annotated}){{ .lnn-link }}", "",
+        f"::: {page.name}", "",
+    ])
+
+
+def api_index_markdown(pages: list[ModulePage]) -> str:
+    out = [front_matter("API reference", "Signatures, arguments and shapes of every module of labml_nn.",
+                        hide_toc=False), "", "# API reference", "",
+           "Signatures, arguments and shapes, generated from the docstrings. Each module's annotated page "
+           "explains the code line by line.", "", "| Module | What it is |", "| --- | --- |"]
+    for page in pages:
+        out.append(f"| [`{page.name}`]({relative_file(page.api_page, 'api/index.md')}) | {_cell(page.summary)} |")
+    return "\n".join(out) + "\n"
+
+
+def module_map_markdown(pages: list[ModulePage], from_page: str) -> str:
+    """The map of modules in reading order (for the home page)."""
+    out = ["| Module | What it is |", "| --- | --- |"]
+    for page in pages:
+        depth = page.name.count(".") - 2
+        indent = "&emsp;" * max(depth, 0)
+        out.append(f"| {indent}[{_cell(page.title)}]({relative_file(page.page, from_page)}) | {_cell(page.summary)} |")
+    return "\n".join(out)
+
+
+def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> list:
+    """The mkdocs `nav`: the home page, the modules in reading order (packages as sections), then the API."""
+    tree: dict = {}
+    for page in pages:
+        parts = page.name.split(".")[1:]
+        node = tree
+        for part in parts[:-1] if not page.is_package else parts:
+            node = node.setdefault(part, {})
+        if page.is_package:
+            node["__page__"] = page
+        else:
+            node.setdefault(parts[-1], {})["__page__"] = page
+
+    def build(node: dict, api: bool) -> list:
+        entries = []
+        if "__page__" in node:
+            entries.append(node["__page__"].api_page if api else node["__page__"].page)
+        for key, child in node.items():
+            if key == "__page__":
+                continue
+            children = build(child, api)
+            if len(children) == 1 and "__page__" in child:
+                entries.append(children[0])
+            else:
+                title = child["__page__"].title if "__page__" in child else key
+                entries.append({title: children})
+        return entries
+
+    sections = build(tree, api=False)
+    api = ["api/index.md"] + build(tree, api=True)
+    return extra_top + sections + extra_bottom + [{"API reference": api}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTML post-processing of the annotated pages: links from names in the code to their definitions, and anchors
+
+CODE_BLOCK = re.compile(r'(<code>)(<span class="linenos" data-linenos="\s*(\d+)\s*"></span>.*?)(</code>)', re.S)
+HTML_PIECE = re.compile(r"(<[^>]*>)|([^<]+)")
+SECTION_OPEN = re.compile(r'<div class="lnn-section" id="(L\d+)">')
+
+
+class Linker:
+    """Adds code links and definition anchors to the HTML of the annotated pages."""
+
+    def __init__(self, pages: list[ModulePage], use_directory_urls: bool = True):
+        self.pages = {p.name: p for p in pages}
+        self.by_page = {p.page: p for p in pages}
+        self.use_directory_urls = use_directory_urls
+
+    def href(self, target: symbols.Target, from_page: ModulePage) -> str | None:
+        page = self.pages.get(target.module)
+        if page is None:
+            return None
+        anchor = target.qualname
+        if page is from_page:
+            return f"#{anchor}" if anchor else None
+        return relative_url(page.page + (f"#{anchor}" if anchor else ""), from_page.page, self.use_directory_urls)
+
+    def process(self, page_path: str, content: str) -> str:
+        page = self.by_page.get(page_path)
+        if page is None:
+            return content
+        links: dict[tuple[int, int], tuple[str, str]] = {}
+        for position, (text, target) in page.symbols.references.items():
+            href = self.href(target, page)
+            if href is not None:
+                links[position] = (text, f'<a class="lnn-xref" href="{html.escape(href)}">', "</a>")
+        for position, (text, anchor) in page.anchors_in_code.items():
+            links[position] = (text, f'<span class="lnn-def" id="{html.escape(anchor)}">', "</span>")
+
+        def block(match: re.Match) -> str:
+            return match.group(1) + _link_code(match.group(2), int(match.group(3)), links) + match.group(4)
+
+        content = CODE_BLOCK.sub(block, content)
+        ids = page.section_ids
+        placed = {ids[i]: names for i, names in page.anchors_at_sections.items()}
+
+        def section(match: re.Match) -> str:
+            anchors = "".join(f'<span class="lnn-def" id="{html.escape(n)}"></span>' for n in placed.get(match[1], []))
+            permalink = f'<a class="lnn-permalink" href="#{match[1]}" title="Link to this section">#</a>'
+            return match.group(0) + anchors + permalink
+
+        return SECTION_OPEN.sub(section, content)
+
+
+def _link_code(code: str, first_line: int, links: dict[tuple[int, int], tuple[str, str, str]]) -> str:
+    """Wrap the names at the given source positions in the highlighted code (a Pygments HTML fragment)."""
+    out = []
+    line, column = first_line, 0
+    for match in HTML_PIECE.finditer(code):
+        if match.group(1):
+            out.append(match.group(1))
+            continue
+        escaped = match.group(2)
+        text = html.unescape(escaped)
+        link = links.get((line, column))
+        if link is not None and text == link[0]:
+            out.append(f"{link[1]}{escaped}{link[2]}")
+        else:
+            out.append(escaped)
+        newlines = text.count("\n")
+        if newlines:
+            line += newlines
+            column = len(text) - text.rfind("\n") - 1
+        else:
+            column += len(text)
+    return "".join(out)
