@@ -19,6 +19,17 @@ from labml_nn.transformers.utils import padding_mask, subsequent_mask
 D_MODEL, HEADS, D_FF = 16, 4, 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These tensors are tiny: one thread is fastest, and on a shared machine several threads per process spin
+    against each other (the copy task trains ~8x slower with two threads under load). It also makes the trained
+    model independent of the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_layer(pre_norm=True, cross=False, attention=MultiHeadAttention, d_model=D_MODEL, heads=HEADS):
     src_attn = MultiHeadAttention(heads, d_model) if cross else None
     layer = TransformerLayer(d_model, attention(heads, d_model), src_attn, FeedForward(d_model, D_FF, dropout=0.0),
