@@ -77,6 +77,12 @@ def test_d_model_must_divide_by_heads_and_replace_validates():
         dataclasses.replace(TransformerConfigs(), n_heads=7)
 
 
+def test_rope_needs_four_features_per_head():
+    with pytest.raises(ValueError, match="positional='rope' needs at least 4 features per head"):
+        TransformerConfigs(d_model=16, n_heads=8, positional="rope")
+    TransformerConfigs(d_model=16, n_heads=4, positional="rope").build_self_attention()
+
+
 def test_building_needs_the_vocabulary():
     with pytest.raises(ValueError, match="n_src_vocab must be set"):
         TransformerConfigs().build_src_embed()

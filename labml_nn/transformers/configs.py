@@ -103,6 +103,10 @@ class TransformerConfigs:
             raise ValueError(f"pre_norm must be True or False, got {self.pre_norm!r}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        # Rotary attention rotates half of each head's features, in pairs: a head needs at least four.
+        if self.positional == "rope" and self.d_model // self.n_heads < 4:
+            raise ValueError(f"positional='rope' needs at least 4 features per head (d_model / n_heads), "
+                             f"got d_model={self.d_model}, n_heads={self.n_heads}")
 
     # ### Attention
     #
