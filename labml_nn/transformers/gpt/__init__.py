@@ -1,0 +1,363 @@
+r"""
+---
+title: GPT
+summary: A decoder-only language model in the style of GPT-2 and nanoGPT, with tied input and output embeddings, GPT-2's initialisation, weight-decay groups, and cached sampling with temperature, top-k and nucleus filtering.
+---
+
+# GPT
+
+A GPT is a language model: given tokens $x_1 \dots x_t$ it predicts a distribution over the next token
+$x_{t+1}$. It is the decoder of the [transformer](/transformers/models.md) without the attention over an encoder:
+a stack of causal self-attention layers, trained to predict every position's next token at once.
+This is the architecture of GPT-2 ([Radford et al., 2019](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf))
+as Andrej Karpathy's [nanoGPT](https://github.com/karpathy/nanoGPT) writes it, built from this package's parts.
+
+## The model
+
+With token ids $x_1 \dots x_T$, the token embedding table $W_E \in \mathbb{R}^{V \times d_{model}}$ and the
+position vectors $P$,
+
+$$
+\begin{aligned}
+h^0_t &= W_E[x_t] + P_t \\
+a^l &= h^{l-1} + \text{Attention}\big(\text{LN}(h^{l-1})\big) \\
+h^l &= a^l + \text{FFN}\big(\text{LN}(a^l)\big) \qquad l = 1 \dots L \\
+\text{logits}_t &= \text{LN}(h^L_t)\, W_E^\top
+\end{aligned}
+$$
+
+* The attention is **causal**: position $t$ attends to positions $\le t$ only, so that the prediction of
+  $x_{t+1}$ never sees $x_{t+1}$. Training then scores all $T$ predictions of a sequence in one pass.
+* The layers are **pre-norm** ([why](/transformers/models.md#TransformerLayer)), so the stack ends with a
+  final layer normalisation.
+* **Positions** are whatever the [configuration](/transformers/configs.md) says: `learned` is GPT-2's choice;
+  `fixed` adds the paper's sinusoids; `rope` rotates queries and keys
+  ([rotary embeddings](/transformers/rope/index.md)) and adds nothing to $h^0$; `none` relies on the causal mask
+  alone, which lets a model count positions surprisingly well.
+* The embeddings here come from [the transformer's embedding classes](/transformers/models.md#Embeddings), which
+  multiply $W_E[x_t]$ by $\sqrt{d_{model}}$ as "Attention Is All You Need" does. GPT-2 does not; with
+  GPT-2's initialisation below the factor only sets the starting ratio of token to position information, and
+  the first layer normalisation removes the overall scale.
+
+## Tied embeddings
+
+The output layer maps a $d_{model}$ vector to $V$ logits with the **same matrix** $W_E$ that maps tokens to
+vectors ([Press & Wolf, 2017](https://arxiv.org/abs/1608.05859)): a token's logit is the dot product of the
+final hidden state with that token's embedding. Tokens that are used alike get similar vectors for both reasons,
+the model has $V \cdot d_{model}$ fewer parameters (a large share of a small model), and a rare token's
+embedding learns from every step's output loss, not only from the steps where it appears in the input.
+Here the tying is literal: `head.weight` *is* `embed.embeddings.weight`, one tensor.
+
+## Initialisation
+
+GPT-2 draws every linear and embedding weight from $\mathcal{N}(0, 0.02^2)$, sets biases to zero and layer
+normalisations to the identity. The residual stream $h^L = h^0 + \sum_{i=1}^{2L} f_i$ is a sum of $2L$
+sublayer outputs; if each adds variance $\sigma^2$, the stream's variance grows like $2L\sigma^2$ with depth.
+So the two **residual projections** of each layer, the attention's output projection $W^O$ and the feed-forward
+network's second layer, start with standard deviation $0.02 / \sqrt{2L}$, which keeps the variance the
+residual stream gains independent of the depth. The initialisation is chosen by module type (every
+`nn.Linear`, every `nn.Embedding`, every `nn.LayerNorm`), and the residual projections are found by their place
+in the layer, not by the names of their parameters.
+
+## Generating text
+
+[`generate`](#GPT.generate) extends a prompt one token at a time, each sampled from the model's prediction.
+Recomputing the whole prefix for every new token costs a forward pass over $t$ positions at step $t$; but in a
+causal model the keys and values of earlier positions never change, so a
+[key/value cache](/transformers/mha.md#KVCache) keeps them and each step only runs the new token through the
+layers. Sampling is shaped by the temperature and by top-$k$ and nucleus (top-$p$) filtering, explained
+[below](#sampling).
+
+The experiment (`python -m labml_nn.transformers.gpt`, see [its page](/transformers/experiments/gpt.md)) trains
+a small GPT on Tiny Shakespeare and samples from it.
+"""
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.mha import KVCache
+
+
+# <a id="GPT"></a>
+#
+# ## The model
+class GPT(nn.Module):
+    """
+    A GPT-2 style language model built from a [`TransformerConfigs`](/transformers/configs.md#TransformerConfigs).
+
+    The vocabulary size is `configs.n_src_vocab`; the context length is `configs.max_len`; positions are
+    `configs.positional`; the feed-forward network is `configs.ffn_activation`.
+    """
+
+    def __init__(self, configs: TransformerConfigs):
+        super().__init__()
+        if configs.n_src_vocab is None:
+            raise ValueError("configs.n_src_vocab must be set to the vocabulary size for a GPT, got None")
+        self.n_vocab = configs.n_src_vocab
+        self.max_len = configs.max_len
+        self.n_layers = configs.n_layers
+
+        # Token embeddings plus positions (as `configs.positional` says), followed by dropout.
+        self.embed = configs.build_src_embed()
+        # The stack of layers with its final layer normalisation. It is run with `is_causal=True`, so the
+        # attention uses SDPA's causal kernel instead of a mask.
+        self.encoder = configs.build_encoder()
+        # The output layer, $W_E^\top$: no bias, and its weight is the token embedding table itself.
+        self.head = nn.Linear(configs.d_model, self.n_vocab, bias=False)
+        self.head.weight = self.embed.embeddings.weight
+
+        self.init_weights()
+
+    # ### GPT-2's initialisation
+    #
+    # By module type: $\mathcal{N}(0, 0.02^2)$ for linear and embedding weights, zero biases, identity layer
+    # normalisations; then the residual projections of every layer are drawn again with the smaller standard
+    # deviation $0.02 / \sqrt{2L}$. The tied head and embedding are one tensor, initialised (twice, harmlessly)
+    # as an embedding.
+    def init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        residual_std = 0.02 / math.sqrt(2 * self.n_layers)
+        for layer in self.encoder.layers:
+            nn.init.normal_(layer.self_attn.output.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(layer.feed_forward.layer2.weight, mean=0.0, std=residual_std)
+
+    # ### The final hidden states
+    #
+    # $\text{LN}(h^L)$, `[batch, seq, d_model]`. With `caches` (one [`KVCache`](/transformers/mha.md#KVCache) per
+    # layer), `tokens` are the new tokens only: their positions start after the cached ones, and their keys and
+    # values are appended to the caches.
+    def hidden_states(self, tokens: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        offset = caches[0].length if caches is not None else 0
+        # $h^0$, `[batch, seq, d_model]`
+        x = self.embed(tokens, offset=offset)
+        # $\text{LN}(h^L)$, `[batch, seq, d_model]`
+        return self.encoder(x, is_causal=True, caches=caches)
+
+    def forward(self, tokens: torch.Tensor, *, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """
+        Arguments:
+            tokens: token ids `[batch, seq]`, `seq <= max_len` (counting cached positions).
+            caches: optional, one [`KVCache`](/transformers/mha.md#KVCache) per layer (see
+                [`new_caches`](#GPT.new_caches)); `tokens` then follow the cached positions.
+
+        Returns:
+            logits `[batch, seq, n_vocab]`: at position $t$, the unnormalised log-probabilities of token $t + 1$.
+            The loss is `F.cross_entropy(logits.flatten(0, 1), targets.flatten())` with `targets` the tokens
+            shifted left by one; the trainer computes it.
+        """
+        # $\text{LN}(h^L) W_E^\top$, `[batch, seq, n_vocab]`
+        return self.head(self.hidden_states(tokens, caches))
+
+    # <a id="GPT.new_caches"></a>
+    #
+    # ### Key/value caches
+    #
+    # One cache per layer for `length` positions. Under autocast the keys and values are computed in the
+    # autocast dtype (e.g. bfloat16), so the cache is allocated in that dtype.
+    def new_caches(self, batch_size: int, length: int, device: torch.device) -> list[KVCache]:
+        dtype = self.head.weight.dtype
+        if torch.is_autocast_enabled(device.type):
+            dtype = torch.get_autocast_dtype(device.type)
+        return self.encoder.new_caches(batch_size, length, dtype, device)
+
+    # <a id="GPT.configure_optimizers"></a>
+    #
+    # ### Weight decay groups
+    #
+    # Weight decay pulls weights towards zero, a prior that the model should not rely on any one large weight.
+    # It makes sense for the matrices that mix features (the weights of the `nn.Linear` layers). It does not for
+    #
+    # * biases and layer-norm gains, which shift and scale features: decaying a gain towards zero would shrink
+    #   the features it normalises, against the very purpose of the normalisation;
+    # * embeddings (tokens and learned positions): a rare token's vector gets a gradient only now and then, and
+    #   decay at every step would erase what it learned.
+    #
+    # The head's weight is a `Linear` weight, but it is the token embedding, so it is not decayed.
+    # `parameters()` yields the shared tensor once, so it lands in exactly one group.
+    def configure_optimizers(self, weight_decay: float, lr: float, betas: tuple[float, float]
+                             ) -> torch.optim.AdamW:
+        """AdamW with `weight_decay` on the `nn.Linear` weights and none on embeddings, norms and biases."""
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+        embedding_weights = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        linear_weights = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)} - embedding_weights
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in parameters if id(p) in linear_weights]
+        no_decay = [p for p in parameters if id(p) not in linear_weights]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        # On CUDA the fused AdamW kernel updates all parameters in a few launches instead of several per tensor.
+        use_fused = (all(p.device.type == "cuda" for p in parameters)
+                     and "fused" in inspect.signature(torch.optim.AdamW).parameters)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=use_fused or None)
+
+    # <a id="GPT.generate"></a>
+    #
+    # ### Generation
+    #
+    # The prompt is cropped to the last `max_len` tokens and runs through the model once (the *prefill*),
+    # filling the caches; then each sampled token runs through alone, attending to the cached keys and values.
+    #
+    # **Past the context length.** A model trained on `max_len` positions conditions on at most the last
+    # `max_len` tokens: recomputing the prefix at step $t$ means running the window $x_{t-W+1} \dots x_t$,
+    # $W$ = `max_len`, at positions $0 \dots W-1$. Once the window slides, nothing in the cache is valid any more,
+    # whatever the kind of positions:
+    #
+    # * with learned or sinusoidal positions every token of the window moves to a new position, so its
+    #   embedding, and everything computed from it, changes;
+    # * with rotary or no positions the first layer's keys and values would stay valid (attention scores
+    #   depend only on relative positions), but the deeper layers' would not: in the recomputed window the
+    #   oldest token sees only itself, while its cached keys and values were computed when it saw the
+    #   tokens before it. A rolling cache (as in Mistral's sliding-window attention) is a different model,
+    #   whose receptive field grows by $W$ with every layer.
+    #
+    # So once the window is full, each step recomputes the window from scratch, exactly as the uncached
+    # loop does; the cache saves work for the first `max_len` positions, which is where generation usually stays.
+    #
+    # Dropout would make the cached and uncached paths differ and has no place in sampling, so the model is put
+    # in evaluation mode for the call and returned to its previous mode afterwards.
+    @torch.inference_mode()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+        """
+        Sample `max_new_tokens` tokens after the prompt `tokens` `[batch, prompt]`.
+
+        Arguments:
+            tokens: the prompt, token ids `[batch, prompt]` with `prompt >= 1`.
+            max_new_tokens: how many tokens to add.
+            temperature: divides the logits; `0` picks the most likely token (greedy decoding).
+            top_k: sample only among the `top_k` most likely tokens.
+            top_p: sample only among the smallest set of most likely tokens whose probability reaches `top_p`.
+
+        Returns:
+            `[batch, prompt + max_new_tokens]`, the prompt followed by the new tokens. Sampling uses torch's
+            global random number generator, so `torch.manual_seed` makes it repeatable.
+        """
+        check_sampling_arguments(temperature, top_k, top_p)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if tokens.dim() != 2 or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must be [batch, prompt] with prompt >= 1, got shape {tuple(tokens.shape)}")
+
+        batch, prompt = tokens.shape
+        total = prompt + max_new_tokens
+        # `[batch, prompt + max_new_tokens]`, the prompt followed by the tokens generated so far
+        out = torch.empty(batch, total, dtype=tokens.dtype, device=tokens.device)
+        out[:, :prompt] = tokens
+        if max_new_tokens == 0:
+            return out
+
+        was_training = self.training
+        self.eval()
+        try:
+            caches = self.new_caches(batch, min(total, self.max_len), tokens.device)
+            # Prefill: the last `max_len` tokens of the prompt; the last position's hidden state `[batch, d_model]`
+            hidden = self.hidden_states(tokens[:, -self.max_len:], caches)[:, -1]
+            for t in range(prompt, total):
+                # The next token's logits `[batch, n_vocab]` and the token drawn from them, `[batch]`
+                out[:, t] = sample(self.head(hidden), temperature, top_k, top_p)
+                if t + 1 == total:
+                    break
+                if caches is not None and caches[0].length < self.max_len:
+                    # The new token alone, after the cached positions, `[batch, 1]`
+                    hidden = self.hidden_states(out[:, t:t + 1], caches)[:, -1]
+                else:
+                    # The window is full: recompute the last `max_len` tokens, `[batch, max_len]`
+                    caches = None
+                    hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
+        finally:
+            self.train(was_training)
+        return out
+
+
+# <a id="sampling"></a>
+#
+# ## Sampling
+#
+# The model gives logits $z_w$ for every token $w$ of the vocabulary. Three knobs shape the distribution the
+# next token is drawn from.
+#
+# **Temperature** $\tau$ divides the logits:
+#
+# $$p(w) = \frac{\exp(z_w / \tau)}{\sum_{w'} \exp(z_{w'} / \tau)}$$
+#
+# $\tau < 1$ sharpens the distribution towards the likely tokens, $\tau > 1$ flattens it, and in the limit
+# $\tau \to 0$ all the mass goes to the most likely token: greedy decoding, which is what $\tau = 0$ means here.
+#
+# **Top-$k$** ([Fan et al., 2018](https://arxiv.org/abs/1805.04833)) keeps the $k$ most likely tokens and
+# renormalises: the long tail of unlikely tokens, each improbable but together likely enough to be drawn now
+# and then, is cut off. Tokens tied with the $k$-th logit are kept too.
+#
+# **Nucleus (top-$p$) sampling** ([Holtzman et al., 2019](https://arxiv.org/abs/1904.09751)) keeps the smallest
+# set of most likely tokens whose total probability reaches $p$. Unlike a fixed $k$, the set adapts: a few
+# tokens when the model is sure, many when it is not. Top-$k$ is applied first, then top-$p$ on what is left,
+# after the temperature.
+def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+
+
+# ### Top-$k$ filtering
+#
+# Logits below the $k$-th largest become $-\infty$, so their probability is zero. `logits` is `[batch, n_vocab]`.
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    if top_k >= logits.shape[-1]:
+        return logits
+    # The $k$-th largest logit of each row, `[batch, 1]`
+    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+# ### Nucleus filtering
+#
+# Sort the tokens by probability and keep a token while the tokens more likely than it have not yet reached
+# `top_p` together. The most likely token is always kept, so the set is never empty.
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    # `[batch, n_vocab]`, each row in decreasing order, and where each sorted entry came from
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # The probability of the tokens strictly more likely than each one, `[batch, n_vocab]`
+    mass_before = probs.cumsum(dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    # Put the filtered logits back in vocabulary order
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+# ### Drawing the next token
+#
+# From logits `[batch, n_vocab]` to token ids `[batch]`, with torch's global random number generator.
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None) -> torch.Tensor:
+    """The next token `[batch]` drawn from `logits` `[batch, n_vocab]`; `temperature=0` is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    # Filtering and the softmax in float32, whatever the model's dtype, so that small probabilities survive.
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    # `[batch, 1]` to `[batch]`
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)
+
