@@ -1,0 +1,351 @@
+"""GPT: causality, cached generation against a plain recomputation loop, tying, parameter count, optimiser groups,
+initialisation, sampling filters, overfitting one batch, clear errors, and (on a GPU) float32 and bfloat16."""
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.gpt import GPT, sample, top_k_filter, top_p_filter
+
+POSITIONALS = ["learned", "fixed", "rope", "none"]
+
+
+def tiny_configs(**overrides) -> TransformerConfigs:
+    values = dict(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0, n_src_vocab=23, max_len=12,
+                  positional="learned", ffn_activation="gelu")
+    values.update(overrides)
+    return TransformerConfigs(**values)
+
+
+def tiny_gpt(dtype: torch.dtype = torch.float64, **overrides) -> GPT:
+    return GPT(tiny_configs(**overrides)).to(dtype).eval()
+
+
+# ## Causality
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_gradient_of_output_t_wrt_later_inputs_is_exactly_zero(positional):
+    model = tiny_gpt(positional=positional)
+    seq = 10
+    tokens = torch.randint(23, (2, seq))
+    captured = {}
+
+    def keep_embedding_output(module, inputs, output):
+        output.retain_grad()
+        captured["x"] = output
+
+    model.embed.register_forward_hook(keep_embedding_output)
+    for t in range(seq):
+        model.zero_grad(set_to_none=True)
+        logits = model(tokens)
+        logits[:, t].sum().backward()
+        # `[batch, seq, d_model]`: the gradient reaching each input position
+        grad = captured["x"].grad
+        assert torch.all(grad[:, t + 1:] == 0), f"output {t} depends on later positions"
+        assert torch.all(grad[:, :t + 1].abs().sum(dim=-1) > 0), f"output {t} ignores an earlier position"
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_changing_future_tokens_leaves_earlier_logits_unchanged(positional):
+    model = tiny_gpt(positional=positional)
+    tokens = torch.randint(23, (3, 12))
+    changed = tokens.clone()
+    changed[:, 7:] = (changed[:, 7:] + 5) % 23
+    with torch.no_grad():
+        a, b = model(tokens), model(changed)
+    assert torch.equal(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+# ## Cached generation
+
+def generate_by_recomputing(model: GPT, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """The reference: greedy decoding that runs the last `max_len` tokens through the model at every step."""
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(tokens[:, -model.max_len:])[:, -1]
+            tokens = torch.cat([tokens, logits.argmax(dim=-1, keepdim=True)], dim=1)
+    return tokens
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+@pytest.mark.parametrize("prompt_len, new", [(3, 6), (5, 20), (15, 6)],
+                         ids=["within-context", "past-max-len", "prompt-longer-than-max-len"])
+def test_cached_greedy_generation_equals_recomputation(positional, prompt_len, new):
+    model = tiny_gpt(positional=positional)
+    prompt = torch.randint(23, (2, prompt_len))
+    expected = generate_by_recomputing(model, prompt, new)
+    got = model.generate(prompt, new, temperature=0.0)
+    assert got.shape == (2, prompt_len + new)
+    assert torch.equal(got, expected)
+
+
+def test_cached_greedy_generation_equals_recomputation_in_float32():
+    model = tiny_gpt(torch.float32, positional="rope", max_len=40)
+    prompt = torch.randint(23, (4, 4))
+    assert torch.equal(model.generate(prompt, 50, temperature=0.0), generate_by_recomputing(model, prompt, 50))
+
+
+def test_generate_feeds_one_token_per_step_until_the_context_is_full():
+    # The cache is used: after the prompt, each forward pass sees one new token, until the window slides.
+    model = tiny_gpt(max_len=8)
+    seen = []
+    model.embed.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    model.generate(torch.randint(23, (1, 3)), 9, temperature=0.0)
+    # prefill 3; positions 3..7 one at a time (5 steps fill the cache); then windows of 8 for the remaining steps
+    assert seen == [3, 1, 1, 1, 1, 1, 8, 8, 8]
+
+
+def test_generate_samples_with_the_global_rng_and_keeps_the_prompt():
+    model = tiny_gpt()
+    prompt = torch.randint(23, (3, 4))
+    torch.manual_seed(1)
+    a = model.generate(prompt, 10, temperature=1.0)
+    torch.manual_seed(1)
+    b = model.generate(prompt, 10, temperature=1.0)
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, :4], prompt)
+    assert a.min() >= 0 and a.max() < 23
+    assert model.generate(prompt, 0).shape == (3, 4)
+
+
+def test_generate_restores_training_mode():
+    model = tiny_gpt(dropout=0.1).train()
+    prompt = torch.randint(23, (2, 3))
+    assert torch.equal(model.generate(prompt, 15, temperature=0.0), generate_by_recomputing(model.eval(), prompt, 15))
+    model.train()
+    model.generate(prompt, 2)
+    assert model.training
+
+
+# ## Weights
+
+def test_head_and_token_embedding_are_one_tensor():
+    model = tiny_gpt()
+    assert model.head.weight is model.embed.embeddings.weight
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.99))
+    model.train()
+    F.cross_entropy(model(torch.randint(23, (2, 5))).flatten(0, 1), torch.randint(23, (10,))).backward()
+    optimizer.step()
+    assert model.head.weight.data_ptr() == model.embed.embeddings.weight.data_ptr()
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_parameter_count_matches_the_formula(positional, activation):
+    c = tiny_configs(positional=positional, ffn_activation=activation, n_layers=3)
+    d, ff, vocab = c.d_model, c.d_ff, c.n_src_vocab
+    # Four projections with biases; gated networks have three bias-free matrices, the others two with biases
+    attention = 4 * (d * d + d)
+    feed_forward = 3 * d * ff if activation == "swiglu" else d * ff + ff + ff * d + d
+    layer_norms = 2 * 2 * d
+    positions = c.max_len * d if positional == "learned" else 0
+    # The tied head adds nothing; the final layer norm adds a gain and a bias.
+    expected = vocab * d + positions + c.n_layers * (attention + feed_forward + layer_norms) + 2 * d
+    assert sum(p.numel() for p in GPT(c).parameters()) == expected
+
+
+def test_initialisation_is_gpt2s():
+    c = tiny_configs(n_layers=4, d_model=256, d_ff=1024, n_src_vocab=500, max_len=64)
+    model = GPT(c)
+    residual_std = 0.02 / math.sqrt(2 * c.n_layers)
+    for layer in model.encoder.layers:
+        attention, ff = layer.self_attn, layer.feed_forward
+        for linear in (attention.query, attention.key, attention.value, ff.layer1):
+            assert linear.weight.std().item() == pytest.approx(0.02, rel=0.05)
+            assert torch.all(linear.bias == 0)
+        for linear in (attention.output, ff.layer2):
+            assert linear.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+            assert torch.all(linear.bias == 0)
+        for norm in (layer.norm_self_attn, layer.norm_ff):
+            assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+    assert model.embed.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.embed.positional_encodings.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_optimizer_groups_decay_exactly_the_linear_weights(activation):
+    model = tiny_gpt(torch.float32, ffn_activation=activation)
+    optimizer = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95))
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    # Every parameter exactly once (the tied head/embedding included)
+    assert sorted(grouped) == sorted(names)
+    linear_weight = re.compile(r"encoder\.layers\.\d+\."
+                               r"(self_attn\.(query|key|value|output)|feed_forward\.(layer1|layer2|linear_v))\.weight")
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert all(linear_weight.fullmatch(name) for name in decayed)
+    per_layer = 7 if activation == "swiglu" else 6
+    assert len(decayed) == per_layer * model.n_layers
+    not_decayed = {names[id(p)] for p in no_decay["params"]}
+    assert "embed.embeddings.weight" in not_decayed and "embed.positional_encodings" in not_decayed
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["betas"] == (0.9, 0.95)
+
+
+# ## Sampling
+
+def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
+    logits = torch.tensor([[2.0, 0.5, 1.0, -1.0, 3.0, 0.0, 1.5, -2.0],
+                           [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]])
+    n = 4000
+    repeated = logits.repeat_interleave(n, dim=0)
+
+    # top-k = 3: the three largest logits of each row, found by sorting in plain Python
+    allowed_k = [set(sorted(range(8), key=lambda i: -row[i])[:3]) for row in logits.tolist()]
+    torch.manual_seed(0)
+    drawn = sample(repeated, top_k=3).view(2, n)
+    for row in range(2):
+        assert set(drawn[row].tolist()) == allowed_k[row]
+
+    # top-p = 0.7: the fewest most likely tokens whose probabilities (float64) reach 0.7
+    allowed_p = []
+    for row in logits.double().softmax(-1).tolist():
+        order, kept, total = sorted(range(8), key=lambda i: -row[i]), set(), 0.0
+        for i in order:
+            kept.add(i)
+            total += row[i]
+            if total >= 0.7:
+                break
+        allowed_p.append(kept)
+    torch.manual_seed(0)
+    drawn = sample(repeated, top_p=0.7).view(2, n)
+    for row in range(2):
+        assert set(drawn[row].tolist()) == allowed_p[row]
+        # and in the proportions of the renormalised distribution
+        probs = logits[row].double().softmax(-1)
+        kept = sorted(allowed_p[row])
+        expected = probs[kept] / probs[kept].sum()
+        frequencies = torch.tensor([(drawn[row] == i).double().mean().item() for i in kept], dtype=torch.float64)
+        assert torch.allclose(frequencies, expected, atol=0.03)
+
+
+def test_filters_and_temperature():
+    logits = torch.randn(5, 50)
+    assert torch.equal(top_k_filter(logits, 50), logits)
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    # top-p with a tiny p keeps only the most likely token, like greedy decoding
+    filtered = top_p_filter(logits, 1e-6)
+    assert torch.equal(filtered.isfinite().sum(-1), torch.ones(5, dtype=torch.long))
+    assert torch.equal(sample(logits, top_p=1e-6), logits.argmax(-1))
+    assert torch.equal(sample(logits, temperature=0.0), logits.argmax(-1))
+    # a very low temperature is almost greedy
+    torch.manual_seed(0)
+    assert torch.equal(sample(logits * 10, temperature=1e-3), logits.argmax(-1))
+
+
+def test_generate_with_top_k_samples_among_the_models_top_k():
+    model = tiny_gpt()
+    prompt = torch.randint(23, (4, 2))
+    torch.manual_seed(3)
+    out = model.generate(prompt, 15, temperature=1.5, top_k=2)
+    with torch.no_grad():
+        for t in range(2, out.shape[1]):
+            logits = model(out[:, max(0, t - model.max_len):t])[:, -1]
+            top2 = logits.topk(2, dim=-1).indices
+            assert torch.all((top2 == out[:, t:t + 1]).any(dim=-1))
+
+
+# ## Learning
+
+def test_tiny_gpt_overfits_one_batch(data_dir: Path):
+    text = (data_dir / "tiny_shakespeare.txt").read_text()[:2000]
+    vocab = sorted(set(text))
+    ids = torch.tensor([vocab.index(ch) for ch in text])
+    torch.manual_seed(0)
+    model = GPT(TransformerConfigs(n_layers=2, d_model=64, n_heads=4, d_ff=256, dropout=0.0,
+                                   n_src_vocab=len(vocab), max_len=32, positional="learned",
+                                   ffn_activation="gelu"))
+    starts = torch.arange(4) * 400
+    x = torch.stack([ids[s:s + 32] for s in starts])
+    y = torch.stack([ids[s + 1:s + 33] for s in starts])
+    optimizer = model.configure_optimizers(weight_decay=0.0, lr=1e-2, betas=(0.9, 0.99))
+    model.train()
+    # It gets there in about 40 steps; the budget leaves room.
+    for _ in range(100):
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        if loss.item() < 0.1:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+
+
+# ## Bad input
+
+def test_bad_input_raises_value_error():
+    with pytest.raises(ValueError, match="n_src_vocab"):
+        GPT(tiny_configs(n_src_vocab=None))
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.zeros(1, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_vocab"):
+        model(torch.tensor([[1, 23]]))
+    with pytest.raises(ValueError, match="n_vocab"):
+        model(torch.tensor([[-1, 2]]))
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    for kwargs, name in [(dict(temperature=-1.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+                         (dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p")]:
+        with pytest.raises(ValueError, match=name):
+            model.generate(prompt, 3, **kwargs)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(prompt, -1)
+    with pytest.raises(ValueError, match="tokens"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="n_vocab"):
+        model.generate(torch.tensor([[0, 99]]), 3)
+    for kwargs, name in [(dict(weight_decay=-0.1, lr=1e-3, betas=(0.9, 0.99)), "weight_decay"),
+                         (dict(weight_decay=0.1, lr=0.0, betas=(0.9, 0.99)), "lr"),
+                         (dict(weight_decay=0.1, lr=1e-3, betas=(0.9, 1.0)), "betas")]:
+        with pytest.raises(ValueError, match=name):
+            model.configure_optimizers(**kwargs)
+
+
+# ## On a GPU
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_cuda_forward_matches_cpu_float64(positional):
+    model = tiny_gpt(positional=positional, max_len=64)
+    tokens = torch.randint(23, (3, 64))
+    with torch.no_grad():
+        expected = model(tokens)
+        gpu = model.to("cuda", torch.float32)
+        got = gpu(tokens.cuda()).double().cpu()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got_bf16 = gpu(tokens.cuda()).double().cpu()
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(got_bf16, expected, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_cuda_generate(positional):
+    model = tiny_gpt(torch.float32, positional=positional).cuda()
+    prompt = torch.randint(23, (2, 4), device="cuda")
+    assert torch.equal(model.generate(prompt, 20, temperature=0.0), generate_by_recomputing(model, prompt, 20))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model.generate(prompt, 20, temperature=0.8, top_k=5, top_p=0.9)
+    assert out.shape == (2, 24) and out.min() >= 0 and out.max() < 23
+    assert torch.equal(out[:, :4], prompt)
+
+
+# ## Benchmarks run
+
+@pytest.mark.parametrize("script", ["gpt_step.py", "gpt_generate.py"])
+def test_benchmark_smoke(script):
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / script
+    result = subprocess.run([sys.executable, str(path), "--tiny", "--rounds", "2"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "x" in result.stdout and "ms" in result.stdout
