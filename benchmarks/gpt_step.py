@@ -1,0 +1,144 @@
+"""One GPT training step (forward, backward, AdamW step): `labml_nn`'s `GPT` against a minimal reference GPT.
+
+The reference is a single-file GPT in the style of nanoGPT, written below: one fused qkv `nn.Linear` per layer,
+`F.scaled_dot_product_attention(is_causal=True)`, pre-norm blocks, a final LayerNorm and an output head tied to
+the token embedding. It has the same sizes, the same parameter count and the same optimiser (AdamW with the
+same weight-decay groups) as the `GPT` built from the "baby" configuration. Both run in the same process,
+interleaved step by step so that drift in the machine's speed hits them alike; we print the median time per
+step and the ratio.
+
+    python benchmarks/gpt_step.py                 # baby configuration, float32, on CPU
+    python benchmarks/gpt_step.py --device cuda
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.gpt import GPT
+
+
+class ReferenceBlock(nn.Module):
+    """Pre-norm block: fused qkv projection and SDPA's causal kernel, then a GELU MLP."""
+
+    def __init__(self, d_model: int, heads: int, d_ff: int):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.c_attn = nn.Linear(d_model, 3 * d_model)
+        self.c_proj = nn.Linear(d_model, d_model)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.c_fc = nn.Linear(d_model, d_ff)
+        self.gelu = nn.GELU()
+        self.mlp_proj = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, d_model = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).view(batch, seq, 3, self.heads, d_model // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(batch, seq, d_model))
+        return x + self.mlp_proj(self.gelu(self.c_fc(self.ln_2(x))))
+
+
+class ReferenceGPT(nn.Module):
+    """nanoGPT's model, reduced to what a training step needs."""
+
+    def __init__(self, n_vocab: int, max_len: int, n_layers: int, d_model: int, heads: int, d_ff: int):
+        super().__init__()
+        self.wte = nn.Embedding(n_vocab, d_model)
+        self.wpe = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList([ReferenceBlock(d_model, heads, d_ff) for _ in range(n_layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_vocab, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.wte(tokens) + self.wpe(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    def configure_optimizers(self, weight_decay: float, lr: float, betas: tuple[float, float]):
+        params = list(self.parameters())
+        decay = [p for p in params if p.dim() >= 2 and p is not self.wte.weight and p is not self.wpe.weight]
+        no_decay = [p for p in params if not any(p is d for d in decay)]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    logits = model(x)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def run(configs: TransformerConfigs, batch: int, device: torch.device, rounds: int, warmup: int
+        ) -> dict[str, float]:
+    ours = GPT(configs).to(device)
+    reference = ReferenceGPT(configs.n_src_vocab, configs.max_len, configs.n_layers, configs.d_model,
+                             configs.n_heads, configs.d_ff).to(device)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_reference = sum(p.numel() for p in reference.parameters())
+    if n_ours != n_reference:
+        raise RuntimeError(f"the models differ in size: GPT {n_ours} parameters, reference {n_reference}")
+    candidates = {
+        "reference GPT": (reference, reference.configure_optimizers(0.1, 1e-3, (0.9, 0.99))),
+        "labml_nn GPT": (ours, ours.configure_optimizers(0.1, 1e-3, (0.9, 0.99))),
+    }
+    x = torch.randint(configs.n_src_vocab, (batch, configs.max_len), device=device)
+    y = torch.randint(configs.n_src_vocab, (batch, configs.max_len), device=device)
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_ in range(warmup + rounds):
+        for name, (model, optimizer) in candidates.items():
+            synchronize(device)
+            start = time.perf_counter()
+            train_step(model, optimizer, x, y)
+            synchronize(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    print(f"parameters: {n_ours:,} each")
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def baby_configs(tiny: bool) -> tuple[TransformerConfigs, int]:
+    """The issue's "baby" GPT (4 layers, 4 heads, d_model 128, context 64, batch 12), or a tiny one."""
+    if tiny:
+        return TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=128, dropout=0.0, n_src_vocab=65,
+                                  max_len=16, positional="learned", ffn_activation="gelu"), 2
+    return TransformerConfigs(n_layers=4, d_model=128, n_heads=4, d_ff=512, dropout=0.0, n_src_vocab=65,
+                              max_len=64, positional="learned", ffn_activation="gelu"), 12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, for the smoke test")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    configs, batch = baby_configs(args.tiny)
+    torch.manual_seed(0)
+    print(f"GPT training step (forward, backward, AdamW), float32 on {device} "
+          f"({torch.get_num_threads()} threads), batch {batch}, context {configs.max_len}, "
+          f"{configs.n_layers} layers, d_model {configs.d_model}; median of {args.rounds}")
+    medians = run(configs, batch, device, args.rounds, args.warmup)
+    bound = medians["reference GPT"]
+    for name, median in medians.items():
+        print(f"  {name:16s} {median * 1e3:8.2f} ms  {median / bound:5.3f}x the reference")
+
+
+if __name__ == "__main__":
+    main()
