@@ -404,7 +404,8 @@ class EncoderDecoder(nn.Module):
 
     # Decode the target given `memory`, to the decoder's output `[batch, tgt_seq, d_model]`.
     # With `caches`, `tgt` holds only the new tokens: the keys and values of the earlier ones are in the caches,
-    # and the new tokens' positions start after them.
+    # and the new tokens' positions start after them. The decoder must be causal: pass `tgt_mask`, or
+    # `is_causal=True` (which also works with caches, where a mask would have to cover the cached positions too).
     def decode(self, memory: torch.Tensor, src_mask: torch.Tensor | None, tgt: torch.Tensor,
                tgt_mask: torch.Tensor | None, *, is_causal: bool = False,
                caches: list[KVCache] | None = None) -> torch.Tensor:
@@ -415,7 +416,9 @@ class EncoderDecoder(nn.Module):
     # ### One decoding step
     #
     # The logits of the token that follows `tokens` `[batch, new]`, whose predecessors are in `caches`:
-    # `[batch, n_tgt_vocab]`. Only the new tokens pass through the decoder.
+    # `[batch, n_tgt_vocab]`. Only the new tokens pass through the decoder's self-attention. The attention over the
+    # source still projects `memory` to keys and values at every step; they never change, so a cache for them
+    # would save that work too, at the cost of a second kind of cache. The encoder's output is computed once.
     def next_token_logits(self, memory: torch.Tensor, src_mask: torch.Tensor | None, tokens: torch.Tensor,
                           caches: list[KVCache]) -> torch.Tensor:
         out = self.decode(memory, src_mask, tokens, None, is_causal=True, caches=caches)
