@@ -326,7 +326,9 @@ def test_embeddings_reject_bad_ids_and_lengths(cls):
 
 
 def test_embeddings_follow_the_module_dtype():
-    embed = EmbeddingsWithPositionalEncoding(8, 10, max_len=6).to(torch.bfloat16)
+    embed = EmbeddingsWithPositionalEncoding(8, 10, max_len=6)
+    assert embed(torch.tensor([[1, 2]])).dtype == torch.float32
+    embed = embed.to(torch.bfloat16)
     assert embed(torch.tensor([[1, 2]])).dtype == torch.bfloat16
 
 
