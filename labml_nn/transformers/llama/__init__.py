@@ -569,7 +569,10 @@ class Transformer(nn.Module):
     # $\text{start\_pos} + i$ and may attend keys $0 \dots \text{start\_pos} + i$: a lower-triangular mask shifted
     # right by `start_pos`. A single new token may see every key, so it needs no mask, which is the common
     # case, one token per step.
-    @torch.inference_mode()
+    #
+    # No gradients are needed here. Meta uses `torch.inference_mode()`; we use `torch.no_grad()`, because
+    # `torch.compile` cannot write into caches made of inference-mode tensors.
+    @torch.no_grad()
     def forward_inference(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Float32 logits `[batch, seq, vocab_size]` for `tokens` at positions `start_pos ...`, continuing the cached sequences."""
         self._check_tokens(tokens, start_pos)

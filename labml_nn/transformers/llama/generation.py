@@ -61,6 +61,33 @@ def sample_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
     return torch.gather(probs_idx, -1, choice).squeeze(-1)
 
 
+# ## Generation without a cache
+#
+# The loop the cache saves us from: every step runs the whole sequence so far through the model and keeps
+# only the last position's logits. Step $t$ costs as much as a forward pass over $t$ tokens, so $n$ new tokens
+# cost $O(n^2)$ token-passes where the cache needs $O(n)$. It is here to measure that (the experiment and
+# `benchmarks/llama_generate.py` compare the two) and as the plain definition of what `Llama.generate` computes.
+@torch.no_grad()
+def generate_without_cache(model: Transformer, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int,
+                           temperature: float = 0.0, top_p: float = 0.9) -> list[list[int]]:
+    """Complete prompts of equal length with exactly `max_gen_len` tokens each, recomputing the prefix every step."""
+    if len({len(prompt) for prompt in prompt_tokens}) != 1:
+        raise ValueError("generate_without_cache needs prompts of equal length (no padding)")
+    device = model.tok_embeddings.weight.device
+    # `[batch, prompt_len]`
+    tokens = torch.tensor([list(prompt) for prompt in prompt_tokens], dtype=torch.long, device=device)
+    for _ in range(max_gen_len):
+        # `[batch, vocab]`
+        logits = model(tokens)[:, -1].float()
+        if temperature > 0:
+            next_token = sample_top_p(torch.softmax(logits / temperature, dim=-1), top_p)
+        else:
+            next_token = logits.argmax(dim=-1)
+        # `[batch, seq + 1]`
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+    return tokens[:, len(prompt_tokens[0]):].tolist()
+
+
 # ## Writing a checkpoint in Meta's format
 #
 # The experiment saves the model it trains this way, so that the same `Llama.build` loads it.
@@ -187,7 +214,7 @@ class Llama:
     #
     # Each row stops after `max_gen_len` new tokens; with a tokenizer it also stops at the first of its
     # `stop_tokens`, and the loop ends when every row has stopped.
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int, temperature: float = 0.6,
                  top_p: float = 0.9, echo: bool = False) -> list[list[int]]:
         """
