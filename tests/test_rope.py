@@ -2,12 +2,13 @@
 
 Every check that does not need float64 runs on the CPU and, marked `cuda`, on a GPU in float32 and bfloat16.
 """
+import copy
 import math
 
 import pytest
 import torch
 
-from labml_nn.transformers.mha import KVCache
+from labml_nn.transformers.mha import KVCache, MultiHeadAttention
 from labml_nn.transformers.rope import RotaryPEMultiHeadAttention, RotaryPositionalEmbeddings
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -191,7 +192,7 @@ def test_no_state_and_gradients():
     assert torch.autograd.gradcheck(lambda t: rope(t, offset=3), (x,))
 
 
-@pytest.mark.parametrize("d", [7, 1, 0, -2])
+@pytest.mark.parametrize("d", [7, 1, 0, -2, 8.0])
 def test_odd_or_nonpositive_d_raises(d):
     with pytest.raises(ValueError, match="even"):
         RotaryPositionalEmbeddings(d)
@@ -215,7 +216,8 @@ def reference_attention(mha: RotaryPEMultiHeadAttention, x: torch.Tensor, d_rope
     """Causal self-attention written out in float64, rotating the first `d_rope` features with the complex form."""
     batch, seq, _ = x.shape
     x = x.double().cpu()
-    w = {name: getattr(mha, name).double().cpu() for name in ("query", "key", "value", "output")}
+    # Copies: `Module.double()` converts in place.
+    w = {name: copy.deepcopy(getattr(mha, name)).double().cpu() for name in ("query", "key", "value", "output")}
 
     def heads(t):
         # [batch, seq, heads * d_head] to [batch, heads, seq, d_head]
@@ -297,8 +299,8 @@ def test_bad_rope_percentage_raises(heads, d_model, rope_percentage):
 
 
 def test_only_encode_positions_is_overridden():
-    from labml_nn.transformers.mha import MultiHeadAttention
-    overridden = {name for name in vars(RotaryPEMultiHeadAttention) if callable(getattr(MultiHeadAttention, name, None))}
+    overridden = {name for name in vars(RotaryPEMultiHeadAttention)
+                  if callable(getattr(MultiHeadAttention, name, None))}
     assert overridden == {"__init__", "encode_positions"}
     # It must not be a no-op: the same content at different positions attends differently.
     mha = RotaryPEMultiHeadAttention(2, 16)

@@ -106,7 +106,7 @@ class RotaryPositionalEmbeddings(nn.Module):
 
     def __init__(self, d: int, base: float = 10_000, interleaved: bool = False):
         super().__init__()
-        if d < 2 or d % 2 != 0:
+        if not isinstance(d, int) or d < 2 or d % 2 != 0:
             raise ValueError(f"d (the number of rotated features) must be a positive even integer, got {d}")
         if base <= 1:
             raise ValueError(f"base must be greater than 1 (so that the frequencies decrease), got {base}")
