@@ -261,3 +261,128 @@ def test_config_round_trips_through_json():
     assert config_from_dict(_Outer, json.loads(json.dumps(asdict(config)))) == config
     with pytest.raises(ValueError, match="unknown _Outer fields"):
         config_from_dict(_Outer, {"nmae": "typo"})
+
+
+# ## The GPT and configs experiments, end to end in subprocesses
+
+# A GPT small enough to train in a blink, with a constant learning rate so that `--max-steps` does not change
+# the steps before it (the resumed run below sets it only after the interruption).
+TINY_GPT = ["--device", "cpu", "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "64",
+            "--max-len", "16", "--context", "16", "--dropout", "0", "--batch-size", "4", "--warmup", "0",
+            "--lr", "3e-3", "--min-lr", "3e-3", "--log-every", "5", "--eval-every", "10", "--eval-iters", "2",
+            "--checkpoint-every", "0", "--sample-tokens", "20"]
+
+
+def subprocess_env():
+    # One thread per process: the tiny models run faster, and the two processes of the DDP test do not
+    # wait on each other's threads.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def run_module(module, *args, launcher=(), timeout=120):
+    return subprocess.run([sys.executable, *launcher, "-m", module, *args], env=subprocess_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory):
+    """A GPT run stopped by a real SIGINT, then resumed for 12 more steps with `--resume`."""
+    out = tmp_path_factory.mktemp("gpt") / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "labml_nn.transformers.gpt", *TINY_GPT,
+                                "--max-steps", "1000000", "--out", str(out)],
+                               env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    # Interrupt once training has logged a step.
+    deadline = time.time() + 60
+    while time.time() < deadline and "train_loss" not in (
+            (out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"--resume {out}" in stderr
+    stopped_at = load_checkpoint(out)["step"]
+    assert stopped_at >= 5
+    resumed = run_module("labml_nn.transformers.gpt", "--resume", str(out), "--max-steps", str(stopped_at + 12))
+    assert resumed.returncode == 0, resumed.stderr
+    return out, stopped_at + 12
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(interrupted_and_resumed, tmp_path_factory):
+    _, steps = interrupted_and_resumed
+    out = tmp_path_factory.mktemp("gpt") / "uninterrupted"
+    done = run_module("labml_nn.transformers.gpt", *TINY_GPT, "--max-steps", str(steps), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+def test_gpt_experiment_writes_its_files(uninterrupted):
+    out, stdout = uninterrupted
+    for name in ("config.json", "metrics.jsonl", "loss.png", "result.json", "checkpoint.pt", "tokenizer.json",
+                 "sample.txt"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "result.json").read_text())
+    assert {"val_loss", "train_loss", "steps", "wall_s", "tokens_per_s", "sample"} <= result.keys()
+    assert math.isfinite(result["val_loss"]) and len(result["sample"]) == 21
+    config = json.loads((out / "config.json").read_text())
+    assert config["experiment"]["model"]["d_model"] == 32 and config["preset"] == "default"
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"val_loss"' in stdout
+
+
+def test_resume_through_the_command_line_matches_an_uninterrupted_run(interrupted_and_resumed, uninterrupted):
+    assert metrics(interrupted_and_resumed[0]) == metrics(uninterrupted[0])
+
+
+def test_two_gloo_processes_match_one_process(uninterrupted, tmp_path):
+    out, _ = uninterrupted
+    steps = json.loads((out / "result.json").read_text())["steps"]
+    ddp = run_module("labml_nn.transformers.gpt", *TINY_GPT, "--max-steps", str(steps), "--out", str(tmp_path),
+                     launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
+    assert ddp.returncode == 0, ddp.stderr
+    assert json.loads((tmp_path / "config.json").read_text())["world_size"] == 2
+    single, double = metrics(out), metrics(tmp_path)
+    assert [r["step"] for r in single] == [r["step"] for r in double]
+    for a, b in zip(single, double):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5)
+
+
+def test_configs_experiment_takes_every_field_as_an_option(tmp_path):
+    done = run_module("labml_nn.transformers.configs", *TINY_GPT, "--max-steps", "6", "--out", str(tmp_path),
+                      "--positional", "rope", "--ffn-activation", "swiglu", "--no-pre-norm")
+    assert done.returncode == 0, done.stderr
+    model = json.loads((tmp_path / "config.json").read_text())["experiment"]["model"]
+    assert (model["positional"], model["ffn_activation"], model["pre_norm"]) == ("rope", "swiglu", False)
+    for name in ("metrics.jsonl", "loss.png", "result.json"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_help_lists_presets_and_flattened_options(capsys):
+    from labml_nn.transformers.experiments.configs import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--preset", "best", "--positional", "{fixed,learned,rope,none}", "--ffn-activation",
+                   "--max-steps", "--compile", "--device", "--resume", "--data-dir", "--seed", "--out"):
+        assert option in text, option
+
+
+def test_bad_option_value_is_a_clear_error(capsys):
+    from labml_nn.transformers.experiments.gpt import main
+    for args, message in ((["--context", "999", "--max-len", "64"], "context must be in [1, max_len=64], got 999"),
+                          (["--preset", "baby", "--positional", "sinusoid"], "sinusoid")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--device", "cpu", *args])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_missing_extras_say_what_to_install(monkeypatch):
+    from labml_nn.transformers.experiments.gpt import main
+    monkeypatch.setitem(sys.modules, "tyro", None)
+    with pytest.raises(SystemExit, match=r"pip install 'labml_nn\[experiments\]'"):
+        main(["--help"])

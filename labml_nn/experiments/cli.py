@@ -232,7 +232,7 @@ def run_experiment(module: str, config_type: type[Config], experiment: Callable[
             "run": {"seed": options.seed, "device": options.device, "out": str(out_dir),
                     "data_dir": str(options.data_dir) if options.data_dir else None},
             "world_size": ctx.world_size,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
         }
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)

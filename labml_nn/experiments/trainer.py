@@ -362,8 +362,7 @@ class Trainer:
         self.train_model = wrap_model(self.forward_model, self.ctx)
 
         self.optimizer = build_optimizer(self.model, config, self.device)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(config.warmup, config.max_steps, config.min_lr / config.lr))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule())
         # The scaler multiplies the float16 loss so that small gradients do not flush to zero; it is a no-op
         # in every other precision.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
@@ -382,6 +381,10 @@ class Trainer:
         self.elapsed = 0.0
         self.records: list[dict] = []
         self.stop_requested = False
+
+    def _schedule(self) -> WarmupCosine:
+        c = self.config
+        return WarmupCosine(c.warmup, c.max_steps, c.min_lr / c.lr)
 
     def _autocast_dtype(self) -> torch.dtype:
         name = self.config.dtype
@@ -496,6 +499,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # The shape of the schedule follows the current configuration, so that `--max-steps` can extend a run.
+        schedule = self._schedule()
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * schedule(self.scheduler.last_epoch)
         self.scaler.load_state_dict(state["scaler"])
         self.data_generator.set_state(state["data_generator"])
         if len(state["rng"]) == self.ctx.world_size:

@@ -1,0 +1,166 @@
+r"""
+---
+title: Any transformer from the command line
+summary: Train the decoder-only language model that a TransformerConfigs describes, every field a command-line option, on Tiny Shakespeare.
+---
+
+# Any transformer from the command line
+
+A [`TransformerConfigs`](/transformers/configs.md) describes a transformer: its sizes, how positions enter,
+the feed-forward activation, where the norms go. This experiment builds the decoder-only language model it
+describes from the configuration's own parts (`build_src_embed`, `build_encoder`) and trains it on
+[Tiny Shakespeare](/experiments/data.md). Every field is a command-line option, so comparing two choices is
+two commands:
+
+```bash
+python -m labml_nn.transformers.configs --device cpu
+python -m labml_nn.transformers.configs --device cpu --positional rope --ffn-activation swiglu
+python -m labml_nn.transformers.configs --device cpu --preset best
+```
+
+The `default` preset is the [baby GPT](/transformers/experiments/gpt.md)'s size and budget with the
+configuration's default choices (the paper's sinusoidal positions and ReLU, pre-norm). The `best` preset is the
+same size and budget with the choices that did best in our runs (see [its notes](#best)).
+
+Compare `val_loss` in the runs' `result.json` (or their `loss.png`). Differences below a few hundredths are
+within the noise of one seed; `--seed` repeats a run with another.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from labml_nn.experiments.char_lm import generate_text, train_char_lm
+from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.trainer import Run, TrainerConfig
+from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.models import Generator
+
+
+# ## A decoder-only language model from a configuration
+#
+# Token embeddings (with positions, as the configuration says), a stack of causal self-attention layers (with
+# the final norm when pre-norm), and a linear layer to the vocabulary's logits. An encoder layer *is* a
+# decoder-only model's layer: self-attention and a feed-forward network, without attention to another sequence;
+# the causal mask is what makes it a language model.
+class DecoderOnlyLM(nn.Module):
+    """The language model `configs` describes; the vocabulary is `configs.n_src_vocab`."""
+
+    def __init__(self, configs: TransformerConfigs, tie_embeddings: bool = True,
+                 init: Literal["xavier", "gpt2"] = "gpt2"):
+        super().__init__()
+        self.embed = configs.build_src_embed()
+        self.encoder = configs.build_encoder()
+        self.generator = Generator(configs.n_src_vocab, configs.d_model)
+        init_weights(self, init, configs.n_layers)
+        # With tied embeddings the output layer's weight *is* the token embedding table (see the
+        # [GPT](/transformers/gpt/index.md) for why this helps).
+        if tie_embeddings:
+            self.generator.projection.weight = self.embed.embeddings.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # `[batch, seq]` to `[batch, seq, d_model]`
+        x = self.embed(tokens)
+        # Each position attends to itself and earlier positions only
+        x = self.encoder(x, is_causal=True)
+        # `[batch, seq, n_vocab]`
+        return self.generator(x)
+
+
+# ## Initialisation
+#
+# * `xavier`: Glorot-uniform linear weights, as the encoder-decoder of the paper is built
+#   ([`init_linear_xavier_`](/transformers/models.md#init_linear_xavier_)).
+# * `gpt2`: $\mathcal{N}(0, 0.02^2)$ for linear and embedding weights, and $0.02 / \sqrt{2L}$ for the layers'
+#   residual projections (the attention's output and the feed-forward network's second layer), so that the
+#   residual stream's variance does not grow with depth.
+#
+# Biases start at zero and norms at the identity either way.
+def init_weights(model: nn.Module, init: str, n_layers: int) -> None:
+    if init not in ("xavier", "gpt2"):
+        raise ValueError(f"init must be 'xavier' or 'gpt2', got {init!r}")
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            if init == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding) and init == "gpt2":
+            nn.init.normal_(module.weight, std=0.02)
+    if init == "gpt2":
+        for layer in model.encoder.layers:
+            nn.init.normal_(layer.self_attn.output.weight, std=0.02 / (2 * n_layers) ** 0.5)
+            nn.init.normal_(layer.feed_forward.layer2.weight, std=0.02 / (2 * n_layers) ** 0.5)
+
+
+# ## Configuration
+@dataclass
+class ConfigsExperiment:
+    """The transformer described by the options, trained as a language model on Tiny Shakespeare."""
+    model: TransformerConfigs = field(default_factory=lambda: TransformerConfigs(
+        n_layers=4, d_model=128, n_heads=4, d_ff=4 * 128, dropout=0.0, max_len=64))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1,
+        clip=1.0, eval_every=250, eval_iters=100))
+    context: int = 64
+    """Characters per training sequence (at most the model's max_len)."""
+    tie_embeddings: bool = True
+    """Share the token embedding table with the output layer."""
+    init: Literal["xavier", "gpt2"] = "gpt2"
+    """Weight initialisation."""
+    sample_tokens: int = 300
+    """Characters to sample after training (0 for none)."""
+    temperature: float = 0.8
+    """Sampling temperature (0 picks the most likely character)."""
+
+    def __post_init__(self):
+        if not 1 <= self.context <= self.model.max_len:
+            raise ValueError(f"context must be in [1, max_len={self.model.max_len}], got {self.context}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
+
+
+# ## Presets
+def default() -> ConfigsExperiment:
+    """The baby GPT's size and budget with the configuration's default choices."""
+    return ConfigsExperiment()
+
+
+# <a id="best"></a>
+#
+# The best choices we found at the baby size and budget.
+def best() -> ConfigsExperiment:
+    """The baby size and budget with the best choices found."""
+    config = ConfigsExperiment()
+    return replace(config, model=replace(config.model, positional="rope", ffn_activation="swiglu"))
+
+
+# ## The experiment
+def train(config: ConfigsExperiment, run: Run) -> dict:
+    def build_model(n_vocab: int) -> DecoderOnlyLM:
+        if config.model.n_src_vocab is not None and config.model.n_src_vocab != n_vocab:
+            raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
+                             f"got {config.model.n_src_vocab}")
+        return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab), config.tie_embeddings, config.init)
+
+    model, tokenizer, result = train_char_lm(build_model, config.trainer, run, config.context)
+    if config.sample_tokens and run.is_main:
+        sample = generate_text(model, tokenizer, "\n", config.sample_tokens, config.context, config.temperature,
+                               seed=run.seed)
+        run.write_text("sample.txt", sample)
+        print(f"--- sample ---\n{sample}\n--------------")
+        result["sample"] = sample
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_experiment("configs", ConfigsExperiment, train, presets={"default": default, "best": best}, argv=argv,
+                   description="Train the transformer the options describe as a language model on Tiny Shakespeare.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+r"""
+---
+title: GPT on Tiny Shakespeare
+summary: Train the annotated GPT to predict Tiny Shakespeare one character at a time, then sample a scene from it.
+---
+
+# GPT on Tiny Shakespeare
+
+This experiment trains the [GPT](/transformers/gpt/index.md) as a character-level language model on
+[Tiny Shakespeare](/experiments/data.md), then samples text from it: at first noise, then words, names
+and line breaks, finally something with the shape of a play.
+
+```bash
+# a few minutes on a laptop CPU
+python -m labml_nn.transformers.gpt --preset baby --device cpu
+# the full model, for a GPU
+python -m labml_nn.transformers.gpt
+# any option of the model, the trainer or the sampling
+python -m labml_nn.transformers.gpt --preset baby --positional rope --lr 2e-3 --temperature 1.0
+```
+
+Two presets (all the numbers live in them, below):
+
+* `default` is the character-level Shakespeare model of [nanoGPT](https://github.com/karpathy/nanoGPT)
+  (`config/train_shakespeare_char.py`), a GPU-sized model with dropout, because at this size it would otherwise
+  memorise the million characters;
+* `baby` is nanoGPT's recipe for a CPU: a model small enough that a few thousand steps take minutes, and
+  no dropout, because it is too small to overfit in so few steps.
+
+The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, loss plot, checkpoint),
+`tokenizer.json`, `sample.txt` and `result.json`. The options are described in
+[the command line](/experiments/cli.md); `--help` lists them all.
+"""
+
+from dataclasses import dataclass, field, replace
+
+from labml_nn.experiments.char_lm import generate_text, train_char_lm
+from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.trainer import Run, TrainerConfig
+from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.gpt import GPT
+
+
+# ## Configuration
+#
+# The model (a [`TransformerConfigs`](/transformers/configs.md)), the training, the length of the training
+# sequences, and how to sample at the end. The vocabulary size is left out: it comes from the text.
+@dataclass
+class GPTExperiment:
+    """A GPT trained on Tiny Shakespeare, sampled at the end."""
+    model: TransformerConfigs = field(default_factory=lambda: TransformerConfigs(
+        n_layers=6, d_model=384, n_heads=6, d_ff=4 * 384, dropout=0.2, max_len=256,
+        positional="learned", ffn_activation="gelu"))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        max_steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1,
+        clip=1.0, eval_every=250, eval_iters=200))
+    context: int = 256
+    """Characters per training sequence (at most the model's max_len)."""
+    sample_tokens: int = 500
+    """Characters to sample after training (0 for none)."""
+    temperature: float = 0.8
+    """Sampling temperature (0 picks the most likely character)."""
+    prompt: str = "\n"
+    """Text the sample starts from."""
+
+    def __post_init__(self):
+        if not 1 <= self.context <= self.model.max_len:
+            raise ValueError(f"context must be in [1, max_len={self.model.max_len}], got {self.context}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
+        if not self.prompt:
+            raise ValueError("prompt must not be empty")
+
+
+# ## Presets
+def default() -> GPTExperiment:
+    """nanoGPT's character-level Shakespeare model (for a GPU)."""
+    return GPTExperiment()
+
+
+def baby() -> GPTExperiment:
+    """nanoGPT's CPU recipe: 4 layers of width 128, context 64, 2,000 steps."""
+    return GPTExperiment(
+        model=TransformerConfigs(n_layers=4, d_model=128, n_heads=4, d_ff=4 * 128, dropout=0.0, max_len=64,
+                                 positional="learned", ffn_activation="gelu"),
+        trainer=TrainerConfig(max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99),
+                              weight_decay=0.1, clip=1.0, eval_every=250, eval_iters=100),
+        context=64)
+
+
+# ## The model
+#
+# The configuration with the vocabulary of the text filled in.
+def build_model(config: TransformerConfigs, n_vocab: int) -> GPT:
+    if config.n_src_vocab is not None and config.n_src_vocab != n_vocab:
+        raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), got {config.n_src_vocab}")
+    return GPT(replace(config, n_src_vocab=n_vocab))
+
+
+# ## The experiment
+#
+# Train, then sample from the trained model with the key/value cache of
+# [`GPT.generate`](/transformers/gpt/index.md#GPT.generate).
+def train(config: GPTExperiment, run: Run) -> dict:
+    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab), config.trainer,
+                                             run, config.context)
+    if config.sample_tokens and run.is_main:
+        sample = generate_text(model, tokenizer, config.prompt, config.sample_tokens, config.context,
+                               config.temperature, seed=run.seed)
+        run.write_text("sample.txt", sample)
+        print(f"--- sample ---\n{sample}\n--------------")
+        result["sample"] = sample
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_experiment("gpt", GPTExperiment, train, presets={"default": default, "baby": baby}, argv=argv,
+                   description="Train a GPT on Tiny Shakespeare and sample from it.")
+
+
+if __name__ == "__main__":
+    main()
