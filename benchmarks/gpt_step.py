@@ -2,8 +2,8 @@
 
 The reference is a single-file GPT in the style of nanoGPT, written below: one fused qkv `nn.Linear` per layer,
 `F.scaled_dot_product_attention(is_causal=True)`, pre-norm blocks, a final LayerNorm and an output head tied to
-the token embedding. It has the same sizes, the same parameter count and the same optimiser (AdamW with the
-same weight-decay groups) as the `GPT` built from the "baby" configuration. Both run in the same process,
+the token embedding. It has the same sizes, the same parameter count and the same optimiser (fused AdamW with
+the same weight-decay groups) as the `GPT` built from the "baby" configuration. Both run in the same process,
 interleaved step by step so that drift in the machine's speed hits them alike; we print the median time per
 step and the ratio.
 
@@ -68,7 +68,8 @@ class ReferenceGPT(nn.Module):
         decay = [p for p in params if p.dim() >= 2 and p is not self.wte.weight and p is not self.wpe.weight]
         no_decay = [p for p in params if not any(p is d for d in decay)]
         return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas,
+                                 fused=all(p.device.type in ("cuda", "cpu") for p in params) or None)
 
 
 def synchronize(device: torch.device) -> None:

@@ -187,6 +187,7 @@ def test_optimizer_groups_decay_exactly_the_linear_weights(activation):
     not_decayed = {names[id(p)] for p in no_decay["params"]}
     assert "embed.embeddings.weight" in not_decayed and "embed.positional_encodings" in not_decayed
     assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["betas"] == (0.9, 0.95)
+    assert optimizer.defaults["fused"]
 
 
 # ## Sampling
@@ -345,7 +346,7 @@ def test_benchmark_smoke(script):
     import sys
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / script
-    result = subprocess.run([sys.executable, str(path), "--tiny", "--rounds", "2"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(path), "--tiny", "--rounds", "1"], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "x" in result.stdout and "ms" in result.stdout
