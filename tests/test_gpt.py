@@ -111,7 +111,12 @@ def test_generate_samples_with_the_global_rng_and_keeps_the_prompt():
     assert torch.equal(a, b)
     assert torch.equal(a[:, :4], prompt)
     assert a.min() >= 0 and a.max() < 23
-    assert model.generate(prompt, 0).shape == (3, 4)
+    assert torch.equal(model.generate(prompt, 0), prompt)
+    # An ordinary tensor, not an inference-mode one: it can be used as training data
+    assert not a.is_inference()
+    model.train()
+    window = a[:, -(model.max_len + 1):]
+    F.cross_entropy(model(window[:, :-1]).flatten(0, 1), window[:, 1:].flatten()).backward()
 
 
 def test_generate_restores_training_mode():

@@ -229,8 +229,10 @@ class GPT(nn.Module):
     # loop does; the cache saves work for the first `max_len` positions, which is where generation usually stays.
     #
     # Dropout would make the cached and uncached paths differ and has no place in sampling, so the model is put
-    # in evaluation mode for the call and returned to its previous mode afterwards.
-    @torch.inference_mode()
+    # in evaluation mode for the call and returned to its previous mode afterwards. The work runs under
+    # `torch.inference_mode()`, which skips autograd's bookkeeping entirely; the result is copied out of it at the
+    # end, because an inference-mode tensor can never enter a computation that autograd records (say, as
+    # training data for the next step), and a few integers are cheap to copy.
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
         """
@@ -248,40 +250,47 @@ class GPT(nn.Module):
             global random number generator, so `torch.manual_seed` makes it repeatable.
         """
         check_sampling_arguments(temperature, top_k, top_p)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if tokens.dim() != 2 or tokens.shape[1] < 1:
             raise ValueError(f"tokens must be [batch, prompt] with prompt >= 1, got shape {tuple(tokens.shape)}")
 
         batch, prompt = tokens.shape
         total = prompt + max_new_tokens
-        # `[batch, prompt + max_new_tokens]`, the prompt followed by the tokens generated so far
-        out = torch.empty(batch, total, dtype=tokens.dtype, device=tokens.device)
-        out[:, :prompt] = tokens
-        if max_new_tokens == 0:
-            return out
-
         was_training = self.training
         self.eval()
         try:
-            caches = self.new_caches(batch, min(total, self.max_len), tokens.device)
-            # Prefill: the last `max_len` tokens of the prompt; the last position's hidden state `[batch, d_model]`
-            hidden = self.hidden_states(tokens[:, -self.max_len:], caches)[:, -1]
-            for t in range(prompt, total):
-                # The next token's logits `[batch, n_vocab]` and the token drawn from them, `[batch]`
-                out[:, t] = sample(self.head(hidden), temperature, top_k, top_p)
-                if t + 1 == total:
-                    break
-                if caches is not None and caches[0].length < self.max_len:
-                    # The new token alone, after the cached positions, `[batch, 1]`
-                    hidden = self.hidden_states(out[:, t:t + 1], caches)[:, -1]
-                else:
-                    # The window is full: recompute the last `max_len` tokens, `[batch, max_len]`
-                    caches = None
-                    hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
+            with torch.inference_mode():
+                # `[batch, prompt + max_new_tokens]`, the prompt followed by the tokens generated so far
+                out = torch.empty(batch, total, dtype=tokens.dtype, device=tokens.device)
+                out[:, :prompt] = tokens
+                if max_new_tokens > 0:
+                    self.extend(out, prompt, temperature, top_k, top_p)
         finally:
             self.train(was_training)
-        return out
+        return out.clone()
+
+    # ### The decoding loop
+    #
+    # Fills `out[:, prompt:]` given the prompt in `out[:, :prompt]`.
+    def extend(self, out: torch.Tensor, prompt: int, temperature: float, top_k: int | None,
+               top_p: float | None) -> None:
+        batch, total = out.shape
+        caches = self.new_caches(batch, min(total, self.max_len), out.device)
+        # Prefill: the last `max_len` tokens of the prompt; the last position's hidden state `[batch, d_model]`
+        hidden = self.hidden_states(out[:, max(0, prompt - self.max_len):prompt], caches)[:, -1]
+        for t in range(prompt, total):
+            # The next token's logits `[batch, n_vocab]` and the token drawn from them, `[batch]`
+            out[:, t] = sample(self.head(hidden), temperature, top_k, top_p)
+            if t + 1 == total:
+                break
+            if caches is not None and caches[0].length < self.max_len:
+                # The new token alone, after the cached positions, `[batch, 1]`
+                hidden = self.hidden_states(out[:, t:t + 1], caches)[:, -1]
+            else:
+                # The window is full: recompute the last `max_len` tokens, `[batch, max_len]`
+                caches = None
+                hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
 
 
 # <a id="sampling"></a>
