@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from labml_nn.transformers.llama import (Attention, FeedForward, ModelArgs, RMSNorm, Transformer, apply_rotary_emb,
                                          apply_scaling, precompute_freqs_cis)
@@ -134,7 +133,8 @@ def reference_logits(state: dict, params: dict, tokens: torch.Tensor, stats: dic
         h = h + out @ w[p + "attention.wo.weight"].T
         f = rms_norm(h, w[p + "ffn_norm.weight"])
         gate = f @ w[p + "feed_forward.w1.weight"].T
-        h = h + ((gate * torch.sigmoid(gate)) * (f @ w[p + "feed_forward.w3.weight"].T)) @ w[p + "feed_forward.w2.weight"].T
+        hidden = (gate * torch.sigmoid(gate)) * (f @ w[p + "feed_forward.w3.weight"].T)
+        h = h + hidden @ w[p + "feed_forward.w2.weight"].T
     return rms_norm(h, w["norm.weight"]) @ w["output.weight"].T
 
 

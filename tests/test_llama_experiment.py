@@ -5,13 +5,10 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("tyro")
-pytest.importorskip("tiktoken")
-
-from labml_nn.transformers.experiments.llama import LlamaExperiment, main  # noqa: E402
-from labml_nn.transformers.llama import ModelArgs, Transformer  # noqa: E402
-from labml_nn.transformers.llama.generation import Llama, save_checkpoint  # noqa: E402
-from labml_nn.transformers.llama.tokenizer import Tokenizer  # noqa: E402
+from labml_nn.transformers.experiments.llama import LlamaExperiment, main
+from labml_nn.transformers.llama import ModelArgs, Transformer
+from labml_nn.transformers.llama.generation import Llama, save_checkpoint
+from labml_nn.transformers.llama.tokenizer import Tokenizer
 
 
 def test_tiny_training_run(tmp_path, data_dir):
@@ -29,6 +26,7 @@ def test_tiny_training_run(tmp_path, data_dir):
 
 
 def test_completes_a_prompt_with_a_meta_checkpoint(tmp_path):
+    pytest.importorskip("tiktoken")
     tokens = [bytes([i]) for i in range(256)] + [b"th", b"the"]
     tokenizer_path = tmp_path / "ckpt" / "tokenizer.model"
     tokenizer_path.parent.mkdir()

@@ -72,7 +72,7 @@ class LlamaExperiment:
     top_p: float = 0.95
     """Nucleus of the sample."""
     ckpt_dir: str | None = None
-    """A directory with Meta's params.json and consolidated.00.pth: load it and complete the prompt instead of training."""
+    """A directory with Meta's params.json and consolidated.00.pth: complete the prompt with it instead of training."""
     tokenizer_path: str | None = None
     """Meta's tokenizer.model for --ckpt-dir (default: the one inside the checkpoint directory)."""
 

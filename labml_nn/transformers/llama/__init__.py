@@ -326,7 +326,7 @@ def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 # (The [attention page's cache](/transformers/mha.md#KVCache) appends instead of writing at a position; this one
 # keeps Meta's interface.)
 class KVCache:
-    """Keys and values of one attention layer, `cache_k` and `cache_v`, `[batch_size, n_kv_heads, seq_length, head_dim]`."""
+    """Keys and values of one layer: `cache_k`, `cache_v`, `[batch_size, n_kv_heads, seq_length, head_dim]`."""
 
     def __init__(self, batch_size: int, seq_length: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
@@ -543,7 +543,7 @@ class Transformer(nn.Module):
 
     # ### Whole sequences
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits `[batch, seq, vocab_size]` for `tokens` `[batch, seq]`, each position seeing itself and earlier ones."""
+        """Logits `[batch, seq, vocab_size]` for `tokens` `[batch, seq]`; each position sees itself and earlier ones."""
         self._check_tokens(tokens, 0)
         h = self.tok_embeddings(tokens)
         freqs_cis = self.rotations(0, tokens.shape[1], h.device)
@@ -574,7 +574,7 @@ class Transformer(nn.Module):
     # `torch.compile` cannot write into caches made of inference-mode tensors.
     @torch.no_grad()
     def forward_inference(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
-        """Float32 logits `[batch, seq, vocab_size]` for `tokens` at positions `start_pos ...`, continuing the cached sequences."""
+        """Logits (float32) `[batch, seq, vocab_size]` of `tokens` at positions `start_pos ...` of the cached sequences."""
         self._check_tokens(tokens, start_pos)
         if tokens.shape[0] > self.params.max_batch_size:
             raise ValueError(f"batch of {tokens.shape[0]} is larger than max_batch_size = {self.params.max_batch_size}")

@@ -101,7 +101,10 @@ def save_checkpoint(model: Transformer, ckpt_dir: str | Path) -> None:
 
 
 class Llama:
-    """A [`Transformer`](/transformers/llama/index.md#Transformer) (`.model`) with an optional [`Tokenizer`](/transformers/llama/tokenizer.md#Tokenizer) (`.tokenizer`)."""
+    """
+    A [`Transformer`](/transformers/llama/index.md#Transformer), `.model`, and an optional
+    [`Tokenizer`](/transformers/llama/tokenizer.md#Tokenizer), `.tokenizer`.
+    """
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None):
         self.model = model
@@ -293,7 +296,8 @@ class Llama:
             if len(prompt) == 0:
                 raise ValueError(f"prompt {row} is empty; start it with a token (e.g. <|begin_of_text|>)")
             if not all(isinstance(t, int) and 0 <= t < params.vocab_size for t in prompt):
-                raise ValueError(f"prompt {row} must be a list of token ids in [0, {params.vocab_size}), got {prompt!r}")
+                raise ValueError(f"prompt {row} must be a list of token ids in [0, {params.vocab_size}), "
+                                 f"got {prompt!r}")
 
     # ## Text in, text out
     #
@@ -313,7 +317,7 @@ class Llama:
     # and the model writes the assistant's next turn.
     def chat_completion(self, dialogs: Sequence[Dialog], temperature: float = 0.6, top_p: float = 0.9,
                         max_gen_len: int | None = None) -> list[ChatPrediction]:
-        """The assistant's reply to each dialog; returns `[{"generation": {"role": "assistant", "content": text}}, ...]`."""
+        """The assistant's reply to each dialog, as `[{"generation": {"role": "assistant", "content": text}}]`."""
         tokenizer = self._require_tokenizer()
         prompt_tokens = [self.formatter.encode_dialog_prompt(dialog) for dialog in dialogs]
         if max_gen_len is None:
