@@ -146,9 +146,13 @@ SMALL = dict(max_steps=40, batch_size=8, eval_every=10, eval_iters=2, log_every=
 
 
 def test_warmup_then_cosine_schedule(shakespeare, tmp_path):
-    config = TrainerConfig(**{**SMALL, "log_every": 1})
-    train_tiny(shakespeare, tmp_path, config)
-    logged = {r["step"]: r["lr"] for r in metrics(tmp_path) if "lr" in r}
+    config = TrainerConfig(**{**SMALL, "log_every": 1, "eval_every": 15})
+    _, result = train_tiny(shakespeare, tmp_path, config)
+    records = metrics(tmp_path)
+    logged = {r["step"]: r["lr"] for r in records if "lr" in r}
+    # Evaluations at 0, 15, 30 and after the last step; the result's validation loss is the last one.
+    assert [r["step"] for r in records if "val_loss" in r] == [0, 15, 30, 40]
+    assert result["val_loss"] == records[-1]["val_loss"]
     for step in range(1, 41):
         t = step - 1  # the learning rate of step `step` is the schedule's value after `t` steps
         if t < 8:

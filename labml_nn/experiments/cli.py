@@ -200,7 +200,7 @@ def run_experiment(module: str, config_type: type[Config], experiment: Callable[
     #
     # One dataclass holds the preset, the run options and the experiment's configuration;
     # `OmitArgPrefixes` drops the nested prefixes so that options read `--lr`, not `--experiment.trainer.lr`.
-    preset_help = ", ".join(f"{n} ({inspect.getdoc(presets[n]).splitlines()[0]})"
+    preset_help = "; ".join(f"{n}: {inspect.getdoc(presets[n]).splitlines()[0].rstrip('.')}"
                             if inspect.isfunction(presets[n]) and presets[n].__doc__ else n for n in names)
     arguments = make_dataclass("Arguments", [
         ("preset", Annotated[Literal[names], tyro.conf.arg(help=f"Named configuration: {preset_help}.")],

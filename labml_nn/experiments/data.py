@@ -103,7 +103,8 @@ def tiny_shakespeare_path(data_dir: str | Path | None = None, *, cache_dir: str 
         if not path.is_file():
             raise DataUnavailableError(
                 f"No {FILE_NAME} in the data directory {Path(data_dir).expanduser()} (given by --data-dir or "
-                f"LABML_NN_DATA). Put Tiny Shakespeare there as {path}; it can be downloaded from {TINY_SHAKESPEARE_URL}")
+                f"LABML_NN_DATA). Put Tiny Shakespeare there as {path}; it can be downloaded from "
+                f"{TINY_SHAKESPEARE_URL}")
         return path
 
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / FILE_NAME
@@ -128,7 +129,8 @@ def _download(url: str, path: Path, timeout: float) -> bytes:
     if len(data) != TINY_SHAKESPEARE_SIZE or digest != TINY_SHAKESPEARE_SHA256:
         raise DataUnavailableError(
             f"The download from {url} is not Tiny Shakespeare: {len(data):,} bytes with SHA-256 {digest}, "
-            f"expected {TINY_SHAKESPEARE_SIZE:,} bytes with SHA-256 {TINY_SHAKESPEARE_SHA256}. Nothing was saved. {by_hand}")
+            f"expected {TINY_SHAKESPEARE_SIZE:,} bytes with SHA-256 {TINY_SHAKESPEARE_SHA256}. Nothing was saved. "
+            f"{by_hand}")
     return data
 
 

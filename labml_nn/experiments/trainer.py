@@ -154,6 +154,21 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+# ## TF32
+#
+# TensorFloat-32 matrix products keep float32's range with a 10-bit mantissa: several times faster on Ampere
+# and newer GPUs, and far more precise than training needs. (PyTorch 2.9 replaced the `allow_tf32` flags by
+# `fp32_precision`; the two must not be mixed.)
+def enable_tf32() -> None:
+    """Let float32 matrix products and convolutions on CUDA use TF32."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 # ## Weight-decay groups
 #
 # A model with its own `configure_optimizers` decides; otherwise only the weights of `nn.Linear` layers
@@ -353,10 +368,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.autocast_dtype = self._autocast_dtype()
         if self.device.type == "cuda":
-            # TF32 keeps float32's range with a 10-bit mantissa in matrix products: several times faster on
-            # Ampere and newer GPUs, and far more precise than what the losses need.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            enable_tf32()
         # The model that computes: compiled if asked; then wrapped for several processes.
         self.forward_model = torch.compile(self.model) if config.compile else self.model
         self.train_model = wrap_model(self.forward_model, self.ctx)
@@ -380,6 +392,7 @@ class Trainer:
         self.train_time = 0.0
         self.elapsed = 0.0
         self.records: list[dict] = []
+        self.last_lr = config.lr
         self.stop_requested = False
 
     def _schedule(self) -> WarmupCosine:
@@ -465,7 +478,8 @@ class Trainer:
 
     # ### Checkpoints
     def _state_is_finite(self) -> bool:
-        finite = torch.isfinite(self.loss_sum) & torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        parameters_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        finite = torch.isfinite(self.loss_sum) & parameters_finite
         return not any_process(not bool(finite), self.ctx)
 
     def save_checkpoint(self) -> None:
@@ -555,7 +569,7 @@ class Trainer:
     # ### Ctrl-C
     #
     # The first SIGINT (or SIGTERM) only raises a flag that the loop checks between steps, so that the step in
-    # flight completes and the checkpoint is consistent; a second SIGINT exits at once. With several
+    # flight completes and the checkpoint is consistent; a second Ctrl-C exits at once. With several
     # processes, they agree on stopping at the next logging step. Signal handlers can be set only in the
     # main thread; elsewhere the default behaviour stays.
     @contextmanager
@@ -565,9 +579,13 @@ class Trainer:
             return
 
         def request_stop(signum, frame):
-            if self.stop_requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_requested = True
+            # A launcher such as torchrun forwards the terminal's Ctrl-C, so one key press may arrive twice
+            # within moments; only a second press later on means "quit now".
+            if self.stop_requested:
+                if signum == signal.SIGINT and time.monotonic() - self._stop_time > 1.0:
+                    raise KeyboardInterrupt
+                return
+            self.stop_requested, self._stop_time = True, time.monotonic()
             if self.ctx.is_main:
                 print("\nStopping after this step to write a checkpoint (Ctrl-C again to quit at once)...",
                       file=sys.stderr, flush=True)
@@ -610,11 +628,9 @@ class Trainer:
         self._clock_start = time.perf_counter() - self.elapsed
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not self.ctx.is_main, unit="step",
                    desc=self.run.out_dir.name, dynamic_ncols=True, mininterval=0.5)
-        val_loss = None
         with self._stop_on_signals(), bar:
             if self.step == 0 and val is not None and c.eval_every > 0:
-                val_loss = self.evaluate(val)
-                self._append_record({"step": 0, "val_loss": val_loss})
+                self._append_record({"step": 0, "val_loss": self.evaluate(val)})
             steps_before = self.step
             # Training time and tokens are counted per interval between logging steps, which is when the
             # device has caught up; evaluation and checkpoints fall outside the intervals.
@@ -623,15 +639,16 @@ class Trainer:
                 self._train_step(train)
                 self.step += 1
                 bar.update(1)
-                evaluate = val is not None and is_due(c.eval_every)
+                # Evaluate every `eval_every` steps and after the last step.
+                evaluate = val is not None and (is_due(c.eval_every) or self.step == c.max_steps)
                 save = is_due(c.checkpoint_every) and self.step < c.max_steps
                 logged = is_due(c.log_every) or evaluate or save or self.step == c.max_steps
                 if logged:
                     interval_time = self._end_interval()
                     record = self._log(bar, self.tokens - interval_tokens, interval_time)
                     if evaluate:
-                        record["val_loss"] = val_loss = self.evaluate(val)
-                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{val_loss:.3f}",
+                        record["val_loss"] = self.evaluate(val)
+                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
                                         tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
                     self._append_record(record)
                 if save:
@@ -647,8 +664,10 @@ class Trainer:
 
         # ### The result
         #
-        # Both losses are measured the same way at the end, on fixed batches with the model in evaluation mode.
-        if val is not None and val_loss is None:
+        # Both losses are measured the same way at the end, on fixed batches with the model in evaluation mode
+        # (the validation loss is the last step's evaluation).
+        val_loss = self.records[-1].get("val_loss") if self.records else None
+        if val is not None and (val_loss is None or self.records[-1]["step"] != self.step):
             val_loss = self.evaluate(val)
         train_loss = self.evaluate(train, seed_offset=2)
         self.elapsed = time.perf_counter() - self._clock_start

@@ -93,7 +93,8 @@ def baby() -> GPTExperiment:
 # The configuration with the vocabulary of the text filled in.
 def build_model(config: TransformerConfigs, n_vocab: int) -> GPT:
     if config.n_src_vocab is not None and config.n_src_vocab != n_vocab:
-        raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), got {config.n_src_vocab}")
+        raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
+                         f"got {config.n_src_vocab}")
     return GPT(replace(config, n_src_vocab=n_vocab))
 
 
