@@ -30,6 +30,7 @@ class Site:
     pages: list[pages.ModulePage]
     linker: pages.Linker
     files: dict[str, str | bytes | Path] = field(default_factory=dict)
+    not_in_nav: set[str] = field(default_factory=set)  # pages reached by links, not from the navigation
     nav: list = field(default_factory=list)
     # Page (docs path) -> (source file, name to show) for error messages.
     sources: dict[str, tuple[Path, str]] = field(default_factory=dict)
@@ -54,6 +55,7 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
     for page in module_pages:
         site.files[page.page] = pages.page_markdown(page, module_pages)
         site.files[page.api_page] = pages.api_markdown(page)
+        site.not_in_nav.add(page.api_page)
         site.files[page.source_copy] = page.source
         site.sources[page.page] = site.sources[page.api_page] = (root / page.source_path, page.source_path)
         if page.notebook and page.notebook not in site.files:

@@ -5,7 +5,7 @@
 * `on_page_markdown`: fills the home page's map of modules;
 * `on_page_content`: code links and anchors;
 * `on_post_page`: math rendered by KaTeX (after the search plugin has read the page, so the index holds the TeX, not
-  KaTeX's HTML).
+  KaTeX's HTML), and the theme's indentation removed.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import File, Files, InclusionLevel
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 from site_src import generator  # noqa: E402
 from site_src.katex import KatexRenderer, MathError  # noqa: E402
+from site_src.minify import collapse_whitespace  # noqa: E402
 
 _state: dict = {"site": None, "katex": None}
 
@@ -34,10 +35,11 @@ def on_files(files: Files, config) -> Files:
     for path, content in site.files.items():
         if files.get_file_from_path(path) is not None:
             raise PluginError(f"docs/{path} would hide the generated {path}: remove it from docs/")
+        inclusion = InclusionLevel.NOT_IN_NAV if path in site.not_in_nav else InclusionLevel.UNDEFINED
         if isinstance(content, Path):
-            files.append(File.generated(config, path, abs_src_path=str(content)))
+            files.append(File.generated(config, path, abs_src_path=str(content), inclusion=inclusion))
         else:
-            files.append(File.generated(config, path, content=content))
+            files.append(File.generated(config, path, content=content, inclusion=inclusion))
     config.nav = site.nav
     return files
 
@@ -60,9 +62,10 @@ def on_post_page(output: str, page, config) -> str:
         _state["katex"] = KatexRenderer()
     source, name = _state["site"].sources.get(page.file.src_uri, (None, page.file.src_uri))
     try:
-        return _state["katex"].render_html(output, source, name)
+        output = _state["katex"].render_html(output, source, name)
     except MathError as error:
         raise PluginError(str(error)) from None
+    return collapse_whitespace(output)
 
 
 def on_shutdown() -> None:

@@ -32,7 +32,7 @@ class MathError(Exception):
 class KatexRenderer:
     """A long-lived KaTeX process with a cache. Use `render_html` on each page's HTML; `close` at the end."""
 
-    def __init__(self, output: str = "htmlAndMathml"):
+    def __init__(self, output: str = "html"):
         self.output = output
         self.cache: dict[tuple[str, bool], str] = {}
         self.process: subprocess.Popen | None = None
@@ -104,8 +104,10 @@ class KatexRenderer:
         for match, (tex, display) in zip(matches, formulas):
             pieces.append(page_html[last:match.start()])
             rendered = self.cache[(tex, display)]
-            pieces.append(f'<div class="arithmatex">{rendered}</div>' if display
-                          else f'<span class="arithmatex">{rendered}</span>')
+            # KaTeX's HTML alone (no MathML copy: it doubles the page's weight); assistive technology reads the TeX.
+            label = html.escape(tex, quote=True)
+            pieces.append(f'<div class="arithmatex" role="img" aria-label="{label}">{rendered}</div>' if display
+                          else f'<span class="arithmatex" role="img" aria-label="{label}">{rendered}</span>')
             last = match.end()
         pieces.append(page_html[last:])
         return "".join(pieces)

@@ -202,10 +202,13 @@ def _fence(code: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def front_matter(title: str, description: str, hide_toc: bool) -> str:
+def front_matter(title: str, description: str, hide_toc: bool, searchable: bool = True) -> str:
     lines = ["---", f"title: {_yaml_string(title)}"]
+    if not searchable:
+        lines += ["search:", "  exclude: true"]
     if description:
-        lines.append(f"description: {_yaml_string(description)}")
+        # mkdocs-material writes the description into an attribute without escaping it.
+        lines.append(f"description: {_yaml_string(html.escape(description))}")
     if hide_toc:
         lines += ["hide:", "  - toc"]
     lines.append("---")
@@ -255,7 +258,7 @@ def _header(page: ModulePage) -> list[str]:
     links.append(f"[API reference]({relative_file(page.api_page, page.page)}){{ .lnn-link }}")
     out = ['<div class="lnn-header" markdown>', ""]
     if page.run_command:
-        out += ['<div class="lnn-run" markdown>', "", "```bash", page.run_command, "```", "", "</div>", ""]
+        out += ['<div class="lnn-run" markdown>', "", "```text", page.run_command, "```", "", "</div>", ""]
     out += [" ".join(links), "", "</div>", ""]
     return out
 
@@ -289,7 +292,8 @@ def api_markdown(page: ModulePage) -> str:
     """The API reference page of a module, rendered by mkdocstrings from the docstrings."""
     annotated = relative_file(page.page, page.api_page)
     return "\n".join([
-        front_matter(f"{page.title} (API)", page.summary, hide_toc=False), "",
+        # Not in the search index: the annotated page holds the same docstrings and code, with the explanations.
+        front_matter(f"{page.title} (API)", page.summary, hide_toc=False, searchable=False), "",
         f"# `{page.name}`", "",
         f"[Annotated source]({annotated}){{ .lnn-link }}", "",
         f"::: {page.name}", "",
@@ -317,7 +321,7 @@ def module_map_markdown(pages: list[ModulePage], from_page: str) -> str:
 
 
 def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> list:
-    """The mkdocs `nav`: the home page, the modules in reading order (packages as sections), then the API."""
+    """The mkdocs `nav`: the home page, the modules in reading order (packages as sections), then the API index."""
     tree: dict = {}
     for page in pages:
         parts = page.name.split(".")[1:]
@@ -329,14 +333,14 @@ def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> 
         else:
             node.setdefault(parts[-1], {})["__page__"] = page
 
-    def build(node: dict, api: bool) -> list:
+    def build(node: dict) -> list:
         entries = []
         if "__page__" in node:
-            entries.append(node["__page__"].api_page if api else node["__page__"].page)
+            entries.append(node["__page__"].page)
         for key, child in node.items():
             if key == "__page__":
                 continue
-            children = build(child, api)
+            children = build(child)
             if len(children) == 1 and "__page__" in child:
                 entries.append(children[0])
             else:
@@ -344,9 +348,9 @@ def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> 
                 entries.append({title: children})
         return entries
 
-    sections = build(tree, api=False)
-    api = ["api/index.md"] + build(tree, api=True)
-    return extra_top + sections + extra_bottom + [{"API reference": api}]
+    # The API pages are reached from the API reference's index (listing them all in every page's navigation would
+    # double its weight).
+    return extra_top + build(tree) + extra_bottom + [{"API reference": "api/index.md"}]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,273 @@
+"""The built site in a real browser (Debian's headless Chromium driven by Playwright), served on 127.0.0.1.
+
+Screenshots go to `test-artifacts/site/`. Run with `pytest tests/test_browser.py -m browser`.
+"""
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from site_src import pages  # noqa: E402
+from site_src.testing import SiteServer, build_site  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "site"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-default-apps", "--disable-sync",
+                 "--disable-extensions", "--metrics-recording-only", "--no-default-browser-check"]
+
+
+@pytest.fixture(scope="session")
+def server():
+    served = SiteServer(build_site().path)
+    yield served
+    served.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: `bash .ci/setup browser` installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def module_pages() -> list[pages.ModulePage]:
+    return pages.discover(REPO)
+
+
+class Watcher:
+    """Console errors, page errors and requests to hosts other than 127.0.0.1, for every page of a context."""
+
+    def __init__(self, context):
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        context.on("page", self.watch)
+
+    def watch(self, page):
+        page.on("console", lambda message: self.errors.append(f"{page.url}: {message.text}")
+                if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        page.on("request", self.request)
+
+    def request(self, request):
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.hostname != "127.0.0.1":
+            self.foreign.append(request.url)
+
+    def check(self):
+        assert not self.errors, "console errors:\n" + "\n".join(self.errors)
+        assert not self.foreign, "requests to other hosts:\n" + "\n".join(self.foreign)
+
+
+@pytest.fixture
+def context_for(browser):
+    contexts = []
+
+    def make(width: int, height: int, scheme: str = "light"):
+        context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+        watcher = Watcher(context)
+        contexts.append((context, watcher))
+        return context, watcher
+
+    yield make
+    for context, watcher in contexts:
+        context.close()
+        watcher.check()
+
+
+def open_page(context, url: str):
+    page = context.new_page()
+    page.goto(url, wait_until="load")
+    return page
+
+
+def screenshot(page, name: str, full_page: bool = False) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+
+
+SECTION_BOXES = """() => [...document.querySelectorAll('.lnn-section')].map(s => {
+  const notes = s.querySelector(':scope > .lnn-notes'), code = s.querySelector(':scope > .lnn-code');
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  return {id: s.id, notes: box(notes), code: box(code),
+          hasNotes: notes.textContent.trim().length > 0, hasCode: code.querySelector('pre') !== null};
+})"""
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('.md-content *')].filter(e => {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || e.closest('pre, .katex-display, .md-typeset__scrollwrap, .highlight, .katex')) return false;
+    return r.right > width + 1;
+  }).map(e => e.tagName + '.' + e.className);
+  return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+}"""
+
+RAW_MATH = r"""() => {
+  const walker = document.createTreeWalker(document.querySelector('.md-content'), NodeFilter.SHOW_TEXT);
+  const raw = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest('code, pre, .katex, script, style, .md-search')) continue;
+    // Math left as TeX: a pair of dollars around something, a TeX command, or \( \[ delimiters. (A lone `$`,
+    // as in `$HOME`, is prose.)
+    if (/\$[^$\s][^$]*\$|\\(frac|sqrt|text|mathbf|mathop|begin|end|sum|top)\b|\\\(|\\\[/.test(node.textContent))
+      raw.push(node.textContent.trim().slice(0, 80));
+  }
+  return {raw, rendered: document.querySelectorAll('.katex').length};
+}"""
+
+
+def test_wide_screen_notes_and_code_side_by_side(server, context_for, module_pages):
+    context, _ = context_for(1440, 900)
+    page = context.new_page()
+    formulas = 0
+    for module in module_pages:
+        page.goto(server.url + pages.page_url(module.page), wait_until="load")
+        # Every formula is rendered: no TeX left in the text.
+        math = page.evaluate(RAW_MATH)
+        assert not math["raw"], f"{module.page}: raw TeX in the text: {math['raw']}"
+        formulas += math["rendered"]
+        sections = page.evaluate(SECTION_BOXES)
+        assert len(sections) == len(module.module.sections), module.page
+        for section in sections:
+            if not (section["hasNotes"] and section["hasCode"]):
+                continue
+            notes, code = section["notes"], section["code"]
+            where = f"{module.page}#{section['id']}"
+            assert code[0] >= notes[2], f"{where}: code starts left of the notes' right edge: {notes} {code}"
+            assert abs(code[1] - notes[1]) <= 1, f"{where}: tops not aligned: notes {notes[1]}, code {code[1]}"
+        if module.page == "transformers/mha.md":
+            screenshot(page, "mha-1440.png")
+            page.goto(server.url + "transformers/mha/#MultiHeadAttention.forward")
+            page.wait_for_timeout(200)
+            screenshot(page, "mha-1440-forward.png")
+    assert formulas > 100
+    # The right-hand table of contents is hidden and the content uses the width of the window.
+    page.goto(server.url + "transformers/mha/")
+    assert page.evaluate("() => document.querySelector('.md-sidebar--secondary').offsetParent === null "
+                         "|| getComputedStyle(document.querySelector('.md-sidebar--secondary')).display === 'none' "
+                         "|| document.querySelector('.md-sidebar--secondary').hidden")
+    content_right = page.evaluate("() => document.querySelector('.md-content').getBoundingClientRect().right")
+    assert content_right > 1400
+
+
+def test_narrow_screen_stacks_without_horizontal_overflow(server, context_for, module_pages):
+    context, _ = context_for(390, 844)
+    page = context.new_page()
+    for module in module_pages:
+        page.goto(server.url + pages.page_url(module.page), wait_until="load")
+        for section in page.evaluate(SECTION_BOXES):
+            if section["hasNotes"] and section["hasCode"]:
+                assert section["code"][1] >= section["notes"][3] - 1, f"{module.page}#{section['id']}: not stacked"
+        overflow = page.evaluate(OVERFLOW)
+        assert overflow["scroll"] <= overflow["width"], f"{module.page}: the page scrolls sideways: {overflow}"
+        assert not overflow["wide"], f"{module.page}: elements wider than the screen: {overflow['wide']}"
+        if module.page == "transformers/mha.md":
+            screenshot(page, "mha-390.png")
+    page.goto(server.url)
+    screenshot(page, "home-390.png")
+
+
+def test_search_finds_the_attention_page(server, context_for):
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url)
+    page.click("label.md-search__icon, .md-search__input")
+    # The search worker reports when its index is ready; a query typed before that is not run.
+    page.wait_for_function("() => document.querySelector('.md-search-result__meta').textContent"
+                           ".trim() === 'Type to start searching'", timeout=30_000)
+    page.locator("input.md-search__input").press_sequentially("multi-head", delay=20)
+    page.wait_for_selector(".md-search-result__item", timeout=15_000)
+    links = page.eval_on_selector_all(".md-search-result__item a", "items => items.map(a => a.href)")
+    assert any("/transformers/mha/" in link for link in links), links
+    screenshot(page, "search-multi-head.png")
+    # Code is searchable too.
+    page.fill("input.md-search__input", "masked_fill")
+    page.wait_for_function("() => [...document.querySelectorAll('.md-search-result__item a')]"
+                           ".some(a => a.href.includes('/transformers/mha/'))", timeout=15_000)
+
+
+def test_a_name_in_the_code_links_to_its_definition(server, context_for):
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/models/")
+    link = page.locator('.lnn-code a.lnn-xref[href$="mha/#MultiHeadAttention"]').first
+    link.scroll_into_view_if_needed()
+    link.click()
+    page.wait_for_url(re.compile(r"/transformers/mha/#MultiHeadAttention$"))
+    page.wait_for_function("() => { const e = document.getElementById('MultiHeadAttention');"
+                           " const r = e && e.getBoundingClientRect(); return r && r.top >= 0 && r.top < 200; }",
+                           timeout=5_000)
+    assert page.title().startswith("Multi-Head Attention")
+    screenshot(page, "crosslink-to-MultiHeadAttention.png")
+    # Within a page: `self.project(...)` in forward goes to the method.
+    # (Instant loading turns every link into an absolute URL.)
+    page.locator('a.lnn-xref[href$="#MultiHeadAttention.project"]').first.click()
+    page.wait_for_function("() => location.hash === '#MultiHeadAttention.project'")
+    top = page.evaluate("() => document.getElementById('MultiHeadAttention.project').getBoundingClientRect().top")
+    assert 0 <= top < 200
+
+
+def contrast(page, selector: str) -> float:
+    """WCAG contrast ratio of an element's text colour against the page background."""
+    return page.evaluate("""selector => {
+      const element = document.querySelector(selector);
+      const parse = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+      const background = e => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+        if (!c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') return parse(c); } return [255, 255, 255]; };
+      const lum = rgb => { const [r, g, b] = rgb.map(v => { v /= 255;
+        return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+      const a = lum(parse(getComputedStyle(element).color)), b = lum(background(element));
+      return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }""", selector)
+
+
+def test_dark_mode_toggles_and_stays_readable(server, context_for):
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/mha/")
+    scheme = "() => document.body.getAttribute('data-md-color-scheme')"
+    assert page.evaluate(scheme) == "default"
+    readable = [".lnn-notes p", ".lnn-notes .katex", ".lnn-code code .n", ".lnn-code code .k"]
+    for selector in readable:
+        assert contrast(page, selector) >= 4.5, f"light: {selector}"
+    page.locator("form.md-header__option label:visible").first.click()
+    page.wait_for_function(f"() => ({scheme})() === 'slate'")
+    for selector in readable:
+        assert contrast(page, selector) >= 4.5, f"dark: {selector}"
+    screenshot(page, "mha-1440-dark.png")
+    page.locator("form.md-header__option label:visible").first.click()
+    page.wait_for_function(f"() => ({scheme})() === 'default'")
+
+
+def test_measure_the_attention_page(server, context_for, request):
+    """Not a speed test: records the page's weight and first contentful paint for the report."""
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/mha/")
+    page.wait_for_load_state("networkidle")
+    metrics = page.evaluate("""() => {
+      const navigation = performance.getEntriesByType('navigation')[0];
+      const resources = performance.getEntriesByType('resource');
+      const paint = performance.getEntriesByName('first-contentful-paint')[0];
+      return {html: navigation.encodedBodySize, total: navigation.transferSize
+              + resources.reduce((sum, r) => sum + r.transferSize, 0),
+              requests: resources.length + 1, fcp: paint ? paint.startTime : null};
+    }""")
+    html_bytes = (build_site().path / "transformers/mha/index.html").stat().st_size
+    assert metrics["html"] == html_bytes
+    assert metrics["fcp"] is not None
+    print(f"\nMHA page: HTML {html_bytes / 1024:.1f} KiB, transferred {metrics['total'] / 1024:.1f} KiB "
+          f"in {metrics['requests']} requests, first contentful paint {metrics['fcp']:.0f} ms")
