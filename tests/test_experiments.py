@@ -390,3 +390,14 @@ def test_missing_extras_say_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tyro", None)
     with pytest.raises(SystemExit, match=r"pip install 'labml_nn\[experiments\]'"):
         main(["--help"])
+
+
+def test_the_example_experiment_in_the_cli_docs_runs(tmp_path, capsys):
+    import labml_nn.experiments.cli as cli
+    code = cli.__doc__.split("```python\n")[1].split("```")[0]
+    namespace = {}
+    exec(compile(code, "cli-example", "exec"), namespace)
+    namespace["main"](["--preset", "short", "--device", "cpu", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["steps"] == 20 and math.isfinite(result["val_loss"])
+    assert json.loads((tmp_path / "config.json").read_text())["preset"] == "short"
