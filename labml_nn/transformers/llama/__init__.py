@@ -8,8 +8,8 @@ summary: An annotated Llama 3.1 that loads Meta's checkpoints: RMSNorm, SwiGLU, 
 
 [The Llama 3 Herd of Models](https://arxiv.org/abs/2407.21783) (Meta, 2024) describes the model most people
 now mean by "a transformer". It is the decoder of
-[Attention Is All You Need](https://arxiv.org/abs/1706.03762) with a handful of changes, each of which
-has its own page in this package:
+[Attention Is All You Need](https://arxiv.org/abs/1706.03762) with a handful of changes, each explained
+below or on its own page in this package:
 
 | | The 2017 transformer | Llama 3.1 |
 |---|---|---|
@@ -232,8 +232,7 @@ def rope_frequencies(dim: int, theta: float, use_scaled: bool, device: torch.dev
 #   pre-training; they are slowed by $s$, so that positions up to $s L$ give the angles the model saw up to $L$;
 # * in between, the frequency moves smoothly from one to the other:
 #
-# $$\theta_i' = (1 - \gamma_i)\frac{\theta_i}{s} + \gamma_i\,\theta_i, \quad
-#   \gamma_i = \frac{L / \lambda_i - \alpha}{\beta - \alpha}$$
+# $$\theta_i' = (1 - \gamma_i)\frac{\theta_i}{s} + \gamma_i\,\theta_i, \quad \gamma_i = \frac{L / \lambda_i - \alpha}{\beta - \alpha}$$
 #
 # $\gamma_i$ is $1$ at $\lambda_i = L / \beta$ and $0$ at $\lambda_i = L / \alpha$, so the three pieces meet
 # without jumps. Meta's code loops over the frequencies in Python; `torch.where` does the same for all

@@ -120,8 +120,8 @@ class Llama:
     #   memory and no time are spent initialising eight billion random weights that the checkpoint replaces.
     #   `load_state_dict(assign=True)` then makes the checkpoint's tensors the parameters.
     # * Meta's weights are bfloat16. On a GPU that supports bfloat16 they stay so (float16 on older
-    #   GPUs, as in Meta's code); on the CPU they become float32, because CPU matrix products in bfloat16 are slow
-    #   or inexact on many processors. `dtype` overrides this.
+    #   GPUs, as in Meta's code); on the CPU they become float32, because many processors have no fast
+    #   bfloat16 arithmetic. `dtype` overrides this.
     @staticmethod
     def build(ckpt_dir: str | Path, tokenizer_path: str | Path | None = None, max_seq_len: int = 2048,
               max_batch_size: int = 4, device: torch.device | str | None = None,
