@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from site_src import figures, katex, pages
+from site_src import figures, katex, notebooks, pages
 
 log = logging.getLogger("mkdocs.hooks.labml_nn")
 
@@ -96,13 +96,9 @@ def draw_figures(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
 
 
 def notebook(source: str) -> str:
-    """An experiment script as a Jupyter notebook (jupytext, the script's comment blocks as Markdown cells)."""
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in _notebook_cache:
-        import jupytext
-
-        document = jupytext.reads(source, fmt="py:light")
-        _notebook_cache[key] = jupytext.writes(document, fmt="ipynb")
+        _notebook_cache[key] = notebooks.notebook(source)
     return _notebook_cache[key]
 
 

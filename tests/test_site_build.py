@@ -168,7 +168,11 @@ def test_figures_notebooks_and_sources_are_generated(site, module_pages):
         notebook = json.loads((site / module.notebook).read_text(encoding="utf-8"))
         assert notebook["nbformat"] == 4 and notebook["cells"]
         code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
-        assert "def main" in code or "main(" in code
+        experiment = (REPO / module.experiment_source).read_text(encoding="utf-8")
+        assert "def main" in code
+        # In a notebook the experiment runs with an explicit (empty) command line, not the kernel's arguments.
+        if '__name__ == "__main__"' in experiment:
+            assert code.rstrip().endswith("main([])") and "__main__" not in code
         page = page_file(site, module.page).read_text(encoding="utf-8")
         assert "download" in page and Path(module.notebook).name in page
     for module in module_pages:

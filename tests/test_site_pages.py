@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from site_src import katex, pages, symbols  # noqa: E402
+from site_src import katex, notebooks, pages, symbols  # noqa: E402
 
 
 @pytest.mark.parametrize("target, page, directory_urls, expected", [
@@ -258,3 +258,67 @@ def test_katex_stylesheet_uses_only_shipped_fonts():
 
     urls = re.findall(r"url\(([^)]+)\)", css)
     assert urls and all(url.startswith("fonts/") and url[len("fonts/"):] in fonts for url in urls)
+
+
+EXPERIMENT = textwrap.dedent('''\
+    """
+    ---
+    title: An experiment
+    summary: S.
+    ---
+
+    # An experiment
+    """
+
+    import os
+
+
+    # ## Configuration
+    class Config:
+        """The options."""
+        size: int = 1
+
+        # A comment inside the class stays in its cell
+        def check(self):
+            return self.size
+
+
+    # ## Training
+    def train(config):
+        # inner notes
+        return config.size
+
+
+    def main(argv=None):
+        return train(Config())
+
+
+    if __name__ == "__main__":
+        main()
+    ''')
+
+
+def test_notebook_cells_break_between_top_level_statements():
+    found = notebooks.cells(EXPERIMENT)
+    assert [kind for kind, _ in found] == ["markdown", "code", "markdown", "code", "markdown", "code",
+                                           "markdown", "code"]
+    assert found[0][1] == "# An experiment"
+    assert found[2][1] == "## Configuration\n\nThe options."
+    assert "# A comment inside the class stays in its cell" in found[3][1]
+    assert found[5][1].startswith("def train(config):\n    # inner notes") and "def main" in found[5][1]
+    assert "__main__" not in found[5][1]
+    assert found[-1] == ("code", "main([])")
+    namespace: dict = {}
+    for kind, text in found[:-1]:
+        if kind == "code":
+            exec(compile(text, "cell", "exec"), namespace)
+    assert namespace["main"]() == 1
+
+
+def test_notebook_is_valid_ipynb():
+    import json
+
+    document = json.loads(notebooks.notebook(EXPERIMENT))
+    assert document["nbformat"] == 4
+    assert [c["cell_type"] for c in document["cells"]][:2] == ["markdown", "code"]
+    assert "".join(document["cells"][0]["source"]) == "# An experiment"
