@@ -111,7 +111,8 @@ def positional_encoding() -> bytes:
     axes[0].set_xlabel("position")
     axes[0].set_ylabel("dimension")
     fig.colorbar(image, ax=axes[0], fraction=0.046, pad=0.04)
-    for dim in (4, 5, 16, 32):
+    # Even dimensions are sines whose wavelength grows geometrically with the dimension.
+    for dim in (6, 12, 20, 32):
         axes[1].plot(pe[:, dim], label=f"dim {dim}")
     axes[1].set_title("a few dimensions")
     axes[1].set_xlabel("position")
@@ -129,18 +130,25 @@ def rope_rotation() -> bytes:
     plt = _pyplot()
     d, seq = 16, 48
     rope = RotaryPositionalEmbeddings(d)
-    # The same vector at every position, `[1, 1, seq, d]`: only the rotation changes along the sequence.
-    vector = torch.ones(1, 1, seq, d)
-    rotated = rope(vector)[0, 0]
     half = d // 2
-    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE)
-    for pair, colour in zip([0, 2, half - 1], ["C0", "C1", "C2"]):
-        # Pair `i` is features (i, i + d/2) ("rotate half").
+    pairs = [(1, 1.0, "C0"), (2, 0.7, "C1"), (3, 0.4, "C2")]
+    # The same vector at every position, `[1, 1, seq, d]`; pair `i` (features i and i + d/2, "rotate half")
+    # has length `radius`, so that the pairs draw separate circles.
+    vector = torch.zeros(1, 1, seq, d)
+    for pair, radius, _ in pairs:
+        vector[..., pair] = radius
+    rotated = rope(vector)[0, 0]
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, gridspec_kw={"wspace": 0.9})
+    for pair, radius, colour in pairs:
         xs, ys = rotated[:, pair].numpy(), rotated[:, pair + half].numpy()
-        axes[0].plot(xs, ys, "-o", markersize=2, color=colour, label=f"pair {pair}")
+        axes[0].plot(xs, ys, "-o", markersize=2.5, linewidth=0.8, color=colour,
+                     label=f"pair {pair}: $\\theta_{{{pair}}} = {rope_theta(d, pair):.3g}$ per position")
+        axes[0].plot([0, xs[0]], [0, ys[0]], color=colour, linewidth=1.5)
     axes[0].set_aspect("equal")
-    axes[0].set_title(f"a feature pair rotated at positions 0..{seq - 1}")
-    axes[0].legend(loc="lower left", fontsize=7)
+    axes[0].set_xlim(-1.15, 1.15)
+    axes[0].set_ylim(-1.15, 1.15)
+    axes[0].set_title(f"feature pairs of one vector at positions 0..{seq - 1}")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     generator = torch.Generator().manual_seed(0)
     q, k = torch.randn(d, generator=generator), torch.randn(d, generator=generator)
     key_index = seq // 2
@@ -157,6 +165,11 @@ def rope_rotation() -> bytes:
     axes[1].set_xlabel("relative position $m - n$")
     axes[1].legend(loc="lower left", fontsize=7)
     return _png(fig)
+
+
+def rope_theta(d: int, pair: int, base: float = 10_000.0) -> float:
+    """$\\theta_i = base^{-2i/d}$, the angle pair `i` turns per position (for the legend)."""
+    return base ** (-2 * pair / d)
 
 
 def label_smoothing() -> bytes:
