@@ -1,6 +1,9 @@
 """The site's splitter: which lines are notes, which are code, and that code keeps its line numbers."""
+import ast
+import io
 import sys
 import textwrap
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -279,14 +282,14 @@ def test_every_module_of_the_package_splits_with_true_line_numbers():
         module = split(text)
         assert_lines_preserved(text, module)
         code_lines = {b.line + i for s in module.sections for b in s.code for i in range(len(b.lines))}
-        # Every non-blank line is either code or part of the notes (comments and docstrings).
-        for number, line in enumerate(text.split("\n"), start=1):
-            if line.strip() and number not in code_lines:
-                stripped = line.strip()
-                assert stripped.startswith("#") or '"""' in stripped or not _is_code(text, number), (path, number)
-
-
-def _is_code(text: str, number: int) -> bool:
-    """Whether line `number` is outside every docstring (a crude check: inside triple quotes opened above)."""
-    before = "\n".join(text.split("\n")[:number - 1])
-    return before.count('"""') % 2 == 0
+        # Every line holding a statement's tokens is in the code column, except the docstrings.
+        docstring_lines = set()
+        for node in ast.walk(ast.parse(text)):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                docstring_lines.update(range(body[0].lineno, body[0].end_lineno + 1))
+        statement_lines = {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text).readline)
+                           if token.type in (tokenize.NAME, tokenize.OP, tokenize.NUMBER, tokenize.STRING)}
+        missing = sorted(statement_lines - docstring_lines - code_lines)
+        assert not missing, f"{path}: lines {missing} are neither code nor docstring"
