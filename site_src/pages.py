@@ -132,7 +132,8 @@ def discover(root: Path) -> list[ModulePage]:
                                 source_copy=source_copy))
 
     by_name = {p.name: p for p in pages}
-    for page in pages:
+    # Modules first, then their experiments, which show the module's command.
+    for page in sorted(pages, key=lambda p: ".experiments." in p.name):
         _attach_experiment(page, by_name, root)
 
     index = symbols.index_project({p.name: (p.source, p.is_package) for p in pages})
@@ -251,10 +252,11 @@ def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
 
 
 def _header(page: ModulePage) -> list[str]:
-    links = [f'[View source]({posixpath.basename(page.source_copy)}){{ .lnn-link title="{page.source_path}" }}']
+    # Titles in the link syntax, not in the attribute list: Markdown would read `__init__` there as emphasis.
+    links = [f'[View source]({posixpath.basename(page.source_copy)} "{page.source_path}"){{ .lnn-link }}']
     if page.notebook:
         notebook = relative_file(page.notebook, page.page)
-        links.append(f'[Notebook]({notebook}){{ .lnn-link download title="The experiment as a Jupyter notebook" }}')
+        links.append(f'[Notebook]({notebook} "The experiment as a Jupyter notebook"){{ .lnn-link download }}')
     links.append(f"[API reference]({relative_file(page.api_page, page.page)}){{ .lnn-link }}")
     out = ['<div class="lnn-header" markdown>', ""]
     if page.run_command:
