@@ -19,7 +19,7 @@ position vectors $P$,
 
 $$
 \begin{aligned}
-h^0_t &= W_E[x_t] + P_t \\
+h^0_t &= \sqrt{d_{model}}\, W_E[x_t] + P_t \\
 a^l &= h^{l-1} + \text{Attention}\big(\text{LN}(h^{l-1})\big) \\
 h^l &= a^l + \text{FFN}\big(\text{LN}(a^l)\big) \qquad l = 1 \dots L \\
 \text{logits}_t &= \text{LN}(h^L_t)\, W_E^\top
@@ -29,23 +29,26 @@ $$
 * The attention is **causal**: position $t$ attends to positions $\le t$ only, so that the prediction of
   $x_{t+1}$ never sees $x_{t+1}$. Training then scores all $T$ predictions of a sequence in one pass.
 * The layers are **pre-norm** ([why](/transformers/models.md#TransformerLayer)), so the stack ends with a
-  final layer normalisation.
+  final layer normalisation. (`pre_norm=False` in the configuration gives post-norm layers, as in GPT-1.)
 * **Positions** are whatever the [configuration](/transformers/configs.md) says: `learned` is GPT-2's choice;
   `fixed` adds the paper's sinusoids; `rope` rotates queries and keys
   ([rotary embeddings](/transformers/rope/index.md)) and adds nothing to $h^0$; `none` relies on the causal mask
-  alone, which lets a model count positions surprisingly well.
-* The embeddings here come from [the transformer's embedding classes](/transformers/models.md#Embeddings), which
-  multiply $W_E[x_t]$ by $\sqrt{d_{model}}$ as "Attention Is All You Need" does. GPT-2 does not; with
-  GPT-2's initialisation below the factor only sets the starting ratio of token to position information, and
-  the first layer normalisation removes the overall scale.
+  alone: a causal model can still infer positions, for instance by how many tokens it attends to
+  ([Haviv et al., 2022](https://arxiv.org/abs/2203.16634)).
+* The embeddings come from [the transformer's embedding classes](/transformers/models.md#Embeddings), which
+  multiply $W_E[x_t]$ by $\sqrt{d_{model}}$ as "Attention Is All You Need" does. GPT-2 does not. With GPT-2's
+  initialisation (below) the factor makes the tokens' part of $h^0$ $\sqrt{d_{model}}$ times larger than the
+  positions' and than what each sublayer first adds to the residual stream, and it multiplies the gradient that
+  the tied table gets from the input side by the same factor.
 
 ## Tied embeddings
 
 The output layer maps a $d_{model}$ vector to $V$ logits with the **same matrix** $W_E$ that maps tokens to
 vectors ([Press & Wolf, 2017](https://arxiv.org/abs/1608.05859)): a token's logit is the dot product of the
-final hidden state with that token's embedding. Tokens that are used alike get similar vectors for both reasons,
-the model has $V \cdot d_{model}$ fewer parameters (a large share of a small model), and a rare token's
-embedding learns from every step's output loss, not only from the steps where it appears in the input.
+final hidden state with that token's embedding. Two tokens that can replace each other in a sentence should have
+similar input vectors and similar output vectors, so one matrix can serve both; the model has
+$V \cdot d_{model}$ fewer parameters (a large share of a small model); and a rare token's embedding learns from
+every step's output loss, not only from the steps where it appears in the input.
 Here the tying is literal: `head.weight` *is* `embed.embeddings.weight`, one tensor.
 
 ## Initialisation
@@ -54,8 +57,8 @@ GPT-2 draws every linear and embedding weight from $\mathcal{N}(0, 0.02^2)$, set
 normalisations to the identity. The residual stream $h^L = h^0 + \sum_{i=1}^{2L} f_i$ is a sum of $2L$
 sublayer outputs; if each adds variance $\sigma^2$, the stream's variance grows like $2L\sigma^2$ with depth.
 So the two **residual projections** of each layer, the attention's output projection $W^O$ and the feed-forward
-network's second layer, start with standard deviation $0.02 / \sqrt{2L}$, which keeps the variance the
-residual stream gains independent of the depth. The initialisation is chosen by module type (every
+network's second layer, start with standard deviation $0.02 / \sqrt{2L}$: each sublayer then adds variance
+$\sigma^2 / 2L$, and the whole stack adds $\sigma^2$, however deep it is. The initialisation is chosen by module type (every
 `nn.Linear`, every `nn.Embedding`, every `nn.LayerNorm`), and the residual projections are found by their place
 in the layer, not by the names of their parameters.
 
