@@ -42,7 +42,7 @@ class Site:
     def process_page_html(self, page: str, content: str) -> tuple[str, set[str]]:
         """Code links and anchors of annotated pages, short anchors on API pages; returns the new ids too."""
         if page.startswith("api/"):
-            return api_short_anchors(content, page, self.pages)
+            return api_short_anchors(content, page, self.pages, self.linker.use_directory_urls)
         before = set(re.findall(r'\bid="([^"]+)"', content))
         content = self.linker.process(page, content)
         return content, set(re.findall(r'\bid="([^"]+)"', content)) - before
@@ -105,7 +105,8 @@ def notebook(source: str) -> str:
 API_HEADING_ID = re.compile(r'<(h\d) id="([\w.]+)"')
 
 
-def api_short_anchors(content: str, page: str, module_pages: list[pages.ModulePage]) -> tuple[str, set[str]]:
+def api_short_anchors(content: str, page: str, module_pages: list[pages.ModulePage],
+                      use_directory_urls: bool = True) -> tuple[str, set[str]]:
     """On an API page, mkdocstrings' anchors are full paths (`labml_nn.transformers.mha.KVCache`). Add the short
     ones the annotated page uses (`KVCache`), so that `#KVCache` in a docstring works on both pages."""
     module = next((p for p in module_pages if p.api_page == page), None)
@@ -125,4 +126,22 @@ def api_short_anchors(content: str, page: str, module_pages: list[pages.ModulePa
         added.add(short)
         return f'<span class="lnn-def" id="{short}"></span>{match.group(0)}'
 
-    return API_HEADING_ID.sub(add, content), added
+    content = API_HEADING_ID.sub(add, content)
+    ids = existing | added
+
+    # mkdocstrings prefixes the in-page links of a docstring (`#train_char_lm`) with the object's id
+    # (`#labml_nn.experiments.char_lm--train_char_lm`), as it does the ids of the docstring's own headings. A link
+    # to a class or function gets its short anchor back; a link to a section of the notes, which only the
+    # annotated page has, goes there.
+    def relink(match: re.Match) -> str:
+        full, short = match.group(1), match.group(2)
+        if full in ids:
+            return match.group(0)
+        if short in ids:
+            return f'href="#{short}"'
+        return f'href="{pages.relative_url(f"{module.page}#{short}", page, use_directory_urls)}"'
+
+    return PREFIXED_LINK.sub(relink, content), added
+
+
+PREFIXED_LINK = re.compile(r'href="#([\w.]+--([^"]+))"')

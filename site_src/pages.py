@@ -404,7 +404,26 @@ class Linker:
             permalink = f'<a class="lnn-permalink" href="#{match[1]}" title="Link to this section">#</a>'
             return match.group(0) + anchors + permalink
 
-        return SECTION_OPEN.sub(section, content)
+        return drop_duplicate_empty_anchors(SECTION_OPEN.sub(section, content))
+
+
+EMPTY_ANCHOR = re.compile(r'(?:<p>)?<a id="([^"]+)"></a>(?:</p>)?\n?')
+
+
+def drop_duplicate_empty_anchors(content: str) -> str:
+    """Remove an author's empty `<a id="x"></a>` when the page has another element with that id (a heading's, or
+    a generated one): the other element marks the same place, and ids must be unique."""
+    counts: dict[str, int] = {}
+    for found in re.findall(r'\bid="([^"]+)"', content):
+        counts[found] = counts.get(found, 0) + 1
+
+    def drop(match: re.Match) -> str:
+        if counts.get(match.group(1), 0) > 1:
+            counts[match.group(1)] -= 1
+            return ""
+        return match.group(0)
+
+    return EMPTY_ANCHOR.sub(drop, content)
 
 
 def _link_code(code: str, first_line: int, links: dict[tuple[int, int], tuple[str, str, str]]) -> str:

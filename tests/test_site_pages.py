@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from site_src import katex, notebooks, pages, symbols  # noqa: E402
+from site_src import generator, katex, notebooks, pages, symbols  # noqa: E402
 
 
 @pytest.mark.parametrize("target, page, directory_urls, expected", [
@@ -322,3 +322,27 @@ def test_notebook_is_valid_ipynb():
     assert document["nbformat"] == 4
     assert [c["cell_type"] for c in document["cells"]][:2] == ["markdown", "code"]
     assert "".join(document["cells"][0]["source"]) == "# An experiment"
+
+
+def test_an_authors_empty_anchor_that_repeats_an_id_is_dropped():
+    content = ('<p><a id="sampling"></a></p>\n<h2 id="sampling">Sampling</h2>\n'
+               '<p><a id="unique"></a></p>\n<span id="GPT"></span><a id="GPT"></a>')
+    assert pages.drop_duplicate_empty_anchors(content) == (
+        '<h2 id="sampling">Sampling</h2>\n<p><a id="unique"></a></p>\n<span id="GPT"></span>')
+
+
+def test_api_pages_get_short_anchors_and_in_page_links_that_resolve():
+    module = pages.ModulePage(name="labml_nn.transformers.gpt", source_path="labml_nn/transformers/gpt/__init__.py",
+                              source="", is_package=True, module=None, page="transformers/gpt/index.md",
+                              api_page="api/transformers/gpt/index.md", source_copy="transformers/gpt/__init__.py")
+    content = ('<a href="#labml_nn.transformers.gpt--GPT">GPT</a> <a href="#labml_nn.transformers.gpt--sampling">s</a>'
+               ' <a href="#labml_nn.transformers.gpt--notes">n</a><h2 id="labml_nn.transformers.gpt--notes">N</h2>'
+               '<h2 id="labml_nn.transformers.gpt.GPT" class="doc">GPT</h2>')
+    result, added = generator.api_short_anchors(content, module.api_page, [module])
+    assert added == {"GPT"}
+    assert '<span class="lnn-def" id="GPT"></span><h2 id="labml_nn.transformers.gpt.GPT"' in result
+    # A class: its short anchor on this page. A heading of the docstring: as mkdocstrings wrote it. A section of
+    # the notes, which only the annotated page has: that page.
+    assert '<a href="#GPT">GPT</a>' in result
+    assert '<a href="#labml_nn.transformers.gpt--notes">n</a>' in result
+    assert '<a href="../../../transformers/gpt/#sampling">s</a>' in result
