@@ -31,12 +31,15 @@ class BuiltSite:
 
 
 _built: dict[str, BuiltSite] = {}
+_built_errors: dict[str, str] = {}
 
 
 def build_site() -> BuiltSite:
     """`mkdocs build --strict` into a temporary folder, once per process. Raises with the build log on failure."""
     if "site" in _built:
         return _built["site"]
+    if "error" in _built_errors:
+        raise RuntimeError(_built_errors["error"])
     out = Path(tempfile.mkdtemp(prefix="labml-nn-site-")) / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     start = time.perf_counter()
@@ -44,7 +47,9 @@ def build_site() -> BuiltSite:
                             cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
-        raise RuntimeError(f"mkdocs build --strict failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        # Kept, so that the other tests of the session fail at once instead of building again.
+        _built_errors["error"] = f"mkdocs build --strict failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        raise RuntimeError(_built_errors["error"])
     _built["site"] = BuiltSite(out, seconds, result.stderr)
     return _built["site"]
 
