@@ -231,7 +231,8 @@ def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
         header = []
     for i, section in enumerate(sections):
         sid = section_id(section)
-        out += [f'<div class="lnn-section" id="{sid}" markdown>', "",
+        kind = "" if section.notes and section.code else " lnn-code-only" if section.code else " lnn-notes-only"
+        out += [f'<div class="lnn-section{kind}" id="{sid}" markdown>', "",
                 f'<div class="lnn-notes" markdown>', ""]
         notes = section.notes
         if i == 0 and header:
@@ -360,7 +361,7 @@ def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> 
 
 CODE_BLOCK = re.compile(r'(<code>)(<span class="linenos" data-linenos="\s*(\d+)\s*"></span>.*?)(</code>)', re.S)
 HTML_PIECE = re.compile(r"(<[^>]*>)|([^<]+)")
-SECTION_OPEN = re.compile(r'<div class="lnn-section" id="(L\d+)">')
+SECTION_OPEN = re.compile(r'<div class="lnn-section[\w -]*" id="(L\d+)">')
 
 
 class Linker:

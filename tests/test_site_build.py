@@ -39,7 +39,7 @@ def test_one_page_per_module_with_every_section(site, module_pages):
         built = page_file(site, module.page)
         assert built.exists(), f"{module.source_path} has no page at {built}"
         text = built.read_text(encoding="utf-8")
-        sections = re.findall(r'<div class="lnn-section" id="(L\d+)">', text)
+        sections = re.findall(r'<div class="lnn-section[\w -]*" id="(L\d+)">', text)
         assert sections == module.section_ids, module.source_path
         assert len(sections) == len(module.module.sections)
         # Every code line of the module is on the page with its own line number.
