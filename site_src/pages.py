@@ -390,15 +390,18 @@ class Linker:
             href = self.href(target, page)
             if href is not None:
                 links[position] = (text, f'<a class="lnn-xref" href="{html.escape(href)}">', "</a>")
+        # An id the page already has (a heading's slug: `## Main` above `def main`) marks the same place: keep it.
+        taken = set(re.findall(r'\bid="([^"]+)"', content))
         for position, (text, anchor) in page.anchors_in_code.items():
-            links[position] = (text, f'<span class="lnn-def" id="{html.escape(anchor)}">', "</span>")
+            if anchor not in taken:
+                links[position] = (text, f'<span class="lnn-def" id="{html.escape(anchor)}">', "</span>")
 
         def block(match: re.Match) -> str:
             return match.group(1) + _link_code(match.group(2), int(match.group(3)), links) + match.group(4)
 
         content = CODE_BLOCK.sub(block, content)
         ids = page.section_ids
-        placed = {ids[i]: names for i, names in page.anchors_at_sections.items()}
+        placed = {ids[i]: [n for n in names if n not in taken] for i, names in page.anchors_at_sections.items()}
 
         def section(match: re.Match) -> str:
             anchors = "".join(f'<span class="lnn-def" id="{html.escape(n)}"></span>' for n in placed.get(match[1], []))

@@ -189,7 +189,8 @@ def test_generated_page_links_and_anchors(tmp_path):
             print(KVCache)
         '''))
     (package / "transformers" / "utils.py").write_text(
-        "from labml_nn.transformers.mha import KVCache\n\n\n# Notes\ndef make() -> KVCache:\n    return KVCache()\n")
+        "from labml_nn.transformers.mha import KVCache\n\n\n# Notes\ndef make() -> KVCache:\n    return KVCache()\n"
+        "\n\n# ## Main\ndef main():\n    return make()\n")
     found = pages.discover(tmp_path)
     assert [p.name for p in found] == ["labml_nn.transformers", "labml_nn.transformers.utils",
                                        "labml_nn.transformers.mha"]
@@ -200,7 +201,7 @@ def test_generated_page_links_and_anchors(tmp_path):
     assert mha.anchors_at_sections == {1: ["KVCache"]}
     assert mha.anchors_in_code == {(19, 8): ("append", "KVCache.append"), (22, 8): ("helper", "KVCache.helper")}
     md = markdown.Markdown(extensions=["md_in_html", "attr_list", "pymdownx.superfences", "pymdownx.highlight",
-                                       "pymdownx.arithmatex", "tables", "meta"],
+                                       "pymdownx.arithmatex", "tables", "meta", "toc"],
                            extension_configs={"pymdownx.highlight": {"linenums_style": "pymdownx-inline"},
                                               "pymdownx.arithmatex": {"generic": True}})
     linker = pages.Linker(found)
@@ -219,6 +220,8 @@ def test_generated_page_links_and_anchors(tmp_path):
     assert '<a class="lnn-xref" href="../mha/#KVCache">KVCache</a>' in html
     assert '<a class="lnn-xref" href="../mha/">labml_nn.transformers.mha</a>' in html
     assert html.count('href="../mha/#KVCache"') == 3
+    # `## Main` above `def main` already gives the section the id `main`: no second element with that id.
+    assert html.count('id="main"') == 1 and '<span class="lnn-def" id="make"></span>' in html
 
 
 @pytest.fixture(scope="module")
