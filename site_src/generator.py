@@ -102,6 +102,20 @@ def notebook(source: str) -> str:
     return _notebook_cache[key]
 
 
+MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
+
+
+def tidy_search_index(index_json: str) -> str:
+    """The search index holds the TeX of the formulas (the math is rendered after the search plugin reads a page);
+    without arithmatex's `\\(`, `\\)`, `\\[`, `\\]` delimiters, a result's preview reads better."""
+    import json
+
+    index = json.loads(index_json)
+    for document in index["docs"]:
+        document["text"] = MATH_DELIMITERS.sub("", document["text"])
+    return json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+
+
 API_HEADING_ID = re.compile(r'<(h\d) id="([\w.]+)"')
 
 

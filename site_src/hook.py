@@ -5,7 +5,8 @@
 * `on_page_markdown`: fills the home page's map of modules;
 * `on_page_content`: code links and anchors;
 * `on_post_page`: math rendered by KaTeX (after the search plugin has read the page, so the index holds the TeX, not
-  KaTeX's HTML), and the theme's indentation removed.
+  KaTeX's HTML), and the theme's indentation removed;
+* `on_post_build`: the math delimiters taken out of the search index, for readable previews.
 """
 from __future__ import annotations
 
@@ -66,6 +67,12 @@ def on_post_page(output: str, page, config) -> str:
     except MathError as error:
         raise PluginError(str(error)) from None
     return collapse_whitespace(output)
+
+
+def on_post_build(config) -> None:
+    index = Path(config.site_dir) / "search" / "search_index.json"
+    if index.exists():
+        index.write_text(generator.tidy_search_index(index.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def on_shutdown() -> None:

@@ -405,7 +405,8 @@ class Linker:
 
         def section(match: re.Match) -> str:
             anchors = "".join(f'<span class="lnn-def" id="{html.escape(n)}"></span>' for n in placed.get(match[1], []))
-            permalink = f'<a class="lnn-permalink" href="#{match[1]}" title="Link to this section">#</a>'
+            # The `#` is drawn by CSS, so that the search index does not read it as text.
+            permalink = f'<a class="lnn-permalink" href="#{match[1]}" title="Link to this section"></a>'
             return match.group(0) + anchors + permalink
 
         return drop_duplicate_empty_anchors(SECTION_OPEN.sub(section, content))

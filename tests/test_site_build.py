@@ -152,8 +152,9 @@ def test_search_index_holds_notes_and_code(site):
     mha = [doc for doc in index["docs"] if doc["location"].startswith("transformers/mha/")]
     text = " ".join(doc["text"] for doc in mha)
     assert "masked_fill" in text and "grouped-query attention" in text.lower()
-    # The index holds the TeX, not KaTeX's HTML.
+    # The index holds the TeX, not KaTeX's HTML, and without arithmatex's delimiters.
     assert "katex" not in text
+    assert "\\frac{Q K^\\top}{\\sqrt{d_k}}" in text and "\\(" not in text and "\\[" not in text
     assert index["config"]["separator"].startswith("[\\s\\-,:!=\\[\\]()\"/_]+")
 
 
