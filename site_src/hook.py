@@ -32,6 +32,8 @@ def on_files(files: Files, config) -> Files:
         site = generator.generate(ROOT, config.use_directory_urls, Path(config.docs_dir))
     except SyntaxError as error:
         raise PluginError(f"cannot split a module: {error}") from error
+    except MathError as error:
+        raise PluginError(str(error)) from error
     _state["site"] = site
     for path, content in site.files.items():
         if files.get_file_from_path(path) is not None:

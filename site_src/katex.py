@@ -42,8 +42,7 @@ class KatexRenderer:
         node = shutil.which("node")
         if node is None:
             raise MathError("Node.js is needed to render the site's math: install it, then `npm ci` in site_src")
-        if not (KATEX_DIST / "katex.min.css").exists():
-            raise MathError(f"KaTeX is not installed: run `npm ci` in {HERE} (or `bash .ci/setup docs`)")
+        check_installed()
         process = subprocess.Popen([node, str(HERE / "katex_server.js")], cwd=HERE, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1)
         atexit.register(self.close)
@@ -147,8 +146,14 @@ def locate(tex: str, source: Path | None, source_name: str) -> str:
     return name
 
 
+def check_installed() -> None:
+    if not (KATEX_DIST / "katex.min.css").exists():
+        raise MathError(f"KaTeX is not installed: run `npm ci` in {HERE} (or `bash .ci/setup docs`)")
+
+
 def stylesheet() -> str:
     """KaTeX's stylesheet, pointing at the woff2 fonts only (every browser that can run the site reads woff2)."""
+    check_installed()
     css = (KATEX_DIST / "katex.min.css").read_text(encoding="utf-8")
     return re.sub(r',\s*url\([^)]*\.(?:woff|ttf)\)\s*format\("(?:woff|truetype)"\)', "", css)
 
