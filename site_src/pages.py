@@ -305,12 +305,13 @@ def api_markdown(page: ModulePage) -> str:
 
 def api_index_markdown(pages: list[ModulePage]) -> str:
     out = [front_matter("API reference", "Signatures, arguments and shapes of every module of labml_nn.",
-                        hide_toc=False), "", "# API reference", "",
+                        hide_toc=True), "", "# API reference", "",
            "Signatures, arguments and shapes, generated from the docstrings. Each module's annotated page "
-           "explains the code line by line.", "", "| Module | What it is |", "| --- | --- |"]
+           "explains the code line by line.", "", '<div class="lnn-api-index" markdown>', "",
+           "| Module | What it is |", "| --- | --- |"]
     for page in pages:
         out.append(f"| [`{page.name}`]({relative_file(page.api_page, 'api/index.md')}) | {_cell(page.summary)} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + ["", "</div>"]) + "\n"
 
 
 def module_map_markdown(pages: list[ModulePage], from_page: str) -> str:
