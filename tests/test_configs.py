@@ -30,11 +30,22 @@ def test_defaults_are_the_papers_base_model():
     assert (c.n_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, c.max_len) == (6, 512, 8, 2048, 0.1, 5000)
     assert (c.n_src_vocab, c.n_tgt_vocab, c.positional, c.ffn_activation, c.pre_norm) == (None, None, "fixed",
                                                                                             "relu", True)
+    assert c.scale_embeddings is True
+
+
+def test_scale_embeddings_reaches_both_embeddings():
+    for positional in ("fixed", "learned", "rope", "none"):
+        model = tiny(positional=positional, scale_embeddings=False).build_encoder_decoder().eval()
+        assert model.src_embed.scale is False and model.tgt_embed.scale is False
+        tokens = torch.randint(0, 10, (2, 3))
+        positions = 0 if positional in ("rope", "none") else model.src_embed.positional_encodings[:3]
+        torch.testing.assert_close(model.src_embed(tokens), model.src_embed.embeddings.weight[tokens] + positions)
 
 
 def test_json_round_trip():
     c = TransformerConfigs(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.0, n_src_vocab=30, n_tgt_vocab=40,
-                           max_len=100, positional="rope", ffn_activation="swiglu", pre_norm=False)
+                           max_len=100, positional="rope", ffn_activation="swiglu", pre_norm=False,
+                           scale_embeddings=False)
     text = json.dumps(c.to_dict())
     assert TransformerConfigs.from_dict(json.loads(text)) == c
     assert TransformerConfigs.from_dict(json.loads(json.dumps(TransformerConfigs().to_dict()))) == TransformerConfigs()
@@ -50,6 +61,7 @@ BAD_VALUES = [
     ("d_ff", 0), ("max_len", 0), ("n_src_vocab", 0), ("n_tgt_vocab", 3.5), ("dropout", 1.0), ("dropout", -0.1),
     ("dropout", "0.1"), ("dropout", True), ("positional", "sinusoidal"), ("positional", None),
     ("ffn_activation", "tanh"), ("ffn_activation", "ReLU"), ("pre_norm", "yes"), ("pre_norm", 1),
+    ("scale_embeddings", "no"), ("scale_embeddings", 0),
 ]
 
 

@@ -283,6 +283,18 @@ def test_embeddings_scaled_by_sqrt_d_model_with_unit_variance():
     assert 0.8 < (embed.embeddings.weight * 8.0).std() < 1.2
 
 
+def test_embeddings_without_the_scale_are_the_plain_lookup_with_unit_variance():
+    for embed in (Embeddings(64, 100, max_len=10, scale=False),
+                  EmbeddingsWithLearnedPositionalEncoding(64, 100, max_len=10, scale=False)):
+        tokens = torch.randint(0, 100, (2, 5))
+        positions = embed.positional_encodings[:5] if hasattr(embed, "positional_encodings") else 0
+        torch.testing.assert_close(embed(tokens), embed.embeddings.weight[tokens] + positions)
+        assert 0.8 < embed.embeddings.weight.std() < 1.2
+    fixed = EmbeddingsWithPositionalEncoding(8, 50, max_len=12, scale=False).double()
+    tokens = torch.randint(0, 50, (2, 7))
+    torch.testing.assert_close(fixed(tokens), fixed.embeddings.weight[tokens] + sinusoid(12, 8)[:7], rtol=0, atol=1e-6)
+
+
 def test_fixed_positions_are_the_papers_sinusoids_with_offset():
     embed = EmbeddingsWithPositionalEncoding(8, 50, max_len=12).double()
     tokens = torch.randint(0, 50, (2, 7))

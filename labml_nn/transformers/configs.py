@@ -32,6 +32,8 @@ The choices:
   `swiglu` are gated, $\text{FFN}(x) = \big(f(x W_1) \odot x V\big) W_2$ with $f$ the sigmoid, GELU and Swish
   ([Shazeer, 2020](https://arxiv.org/abs/2002.05202)).
 * `pre_norm`: where the layer normalisation goes ([pre-norm vs post-norm](/transformers/models.md#TransformerLayer)).
+* `scale_embeddings`: whether the token embeddings are multiplied by $\sqrt{d_{model}}$ (the paper) or not (GPT-2);
+  see [the embeddings](/transformers/models.md#Embeddings).
 
 Run `python -m labml_nn.transformers.configs --help` to train whatever transformer the command line describes
 ([the experiment](/transformers/experiments/configs.md)).
@@ -82,6 +84,8 @@ class TransformerConfigs:
     ffn_activation: FFNActivation = "relu"
     # Layer norm before each sublayer (and at the end of each stack) rather than after the residual addition.
     pre_norm: bool = True
+    # Multiply the token embeddings by sqrt(d_model), as the paper does; GPT-2 does not.
+    scale_embeddings: bool = True
 
     # ### Validation
     #
@@ -99,8 +103,9 @@ class TransformerConfigs:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         check_choice("positional", self.positional, Positional)
         check_choice("ffn_activation", self.ffn_activation, FFNActivation)
-        if not isinstance(self.pre_norm, bool):
-            raise ValueError(f"pre_norm must be True or False, got {self.pre_norm!r}")
+        for name in ("pre_norm", "scale_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         # Rotary attention rotates half of each head's features, in pairs: a head needs at least four.
@@ -145,13 +150,15 @@ class TransformerConfigs:
     # ### Embeddings
     #
     # With `rope` the positions enter in the attention, and with `none` nowhere, so the embeddings carry tokens only.
+    # `scale_embeddings` is the $\sqrt{d_{model}}$ factor ([why it matters](/transformers/models.md#Embeddings)).
     def build_embeddings(self, n_vocab: int) -> Embeddings:
+        args = (self.d_model, n_vocab, self.max_len, self.dropout)
         match self.positional:
             case "fixed":
-                return EmbeddingsWithPositionalEncoding(self.d_model, n_vocab, self.max_len, self.dropout)
+                return EmbeddingsWithPositionalEncoding(*args, scale=self.scale_embeddings)
             case "learned":
-                return EmbeddingsWithLearnedPositionalEncoding(self.d_model, n_vocab, self.max_len, self.dropout)
-        return Embeddings(self.d_model, n_vocab, self.max_len, self.dropout)
+                return EmbeddingsWithLearnedPositionalEncoding(*args, scale=self.scale_embeddings)
+        return Embeddings(*args, scale=self.scale_embeddings)
 
     def build_src_embed(self) -> Embeddings:
         return self.build_embeddings(self.require_vocab("n_src_vocab"))

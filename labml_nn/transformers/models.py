@@ -11,7 +11,7 @@ This page puts the pieces together into the model of
 source sentence, a **decoder** writes the target sentence one token at a time while looking back at what it
 has written and across at the encoder's output.
 
-* [Embeddings](/transformers/models.md#Embeddings) turn token ids into vectors, scaled by $\sqrt{d_{model}}$,
+* [Embeddings](/transformers/models.md#Embeddings) turn token ids into vectors, scaled by $\sqrt{d_{model}}$ in the paper,
   and add position information: [fixed sinusoids](/transformers/positional_encoding.md), learned vectors, or
   nothing at all when positions enter the attention itself ([rotary embeddings](/transformers/rope/index.md)).
 * A [transformer layer](/transformers/models.md#TransformerLayer) is self-attention, then (in the decoder)
@@ -55,20 +55,27 @@ from labml_nn.transformers.positional_encoding import get_positional_encoding
 # sinusoidal positions (which lie in $[-1, 1]$) added to it. With PyTorch's default $\mathcal{N}(0, 1)$ the
 # scaled embedding would drown the positions $\sqrt{d_{model}}$ times over.
 #
+# GPT-2 and most language models since do not scale (`scale=False`). The factor is not only a matter of
+# initialisation: it multiplies the gradient that the table receives through the input by $\sqrt{d_{model}}$.
+# When the table is also the output layer (tied embeddings, as in the [GPT](/transformers/gpt/index.md)), Adam
+# normalises the sum of the two gradients, and the input's, $\sqrt{d_{model}}$ times larger, drowns the output's.
+#
 # This class has no position information; it is the embedding for models whose attention encodes positions
 # (rotary embeddings), and the base of the two classes below.
 class Embeddings(nn.Module):
     r"""
-    Token embeddings scaled by $\sqrt{d_{model}}$, without positions.
+    Token embeddings scaled by $\sqrt{d_{model}}$ (unless `scale=False`), without positions.
 
     Arguments:
         d_model: width of the embeddings.
         n_vocab: number of token ids; valid ids are `0 ... n_vocab - 1`.
         max_len: the longest sequence (counting `offset`) the model accepts.
         dropout_prob: dropout on the output (the paper applies it to the sum of embeddings and positions).
+        scale: multiply the embeddings by $\sqrt{d_{model}}$, as the paper does.
     """
 
-    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0):
+    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0, *,
+                 scale: bool = True):
         super().__init__()
         if d_model < 1 or n_vocab < 1 or max_len < 1:
             raise ValueError(f"d_model, n_vocab and max_len must be positive, "
@@ -76,8 +83,10 @@ class Embeddings(nn.Module):
         self.d_model = d_model
         self.n_vocab = n_vocab
         self.max_len = max_len
+        self.scale = scale
         self.embeddings = nn.Embedding(n_vocab, d_model)
-        nn.init.normal_(self.embeddings.weight, std=d_model ** -0.5)
+        # Unit variance per feature either way: $\mathcal{N}(0, 1/d_{model})$ times $\sqrt{d_{model}}$, or $\mathcal{N}(0, 1)$.
+        nn.init.normal_(self.embeddings.weight, std=d_model ** -0.5 if scale else 1.0)
         self.dropout = nn.Dropout(dropout_prob)
 
     # ### Checking the input
@@ -108,10 +117,11 @@ class Embeddings(nn.Module):
     #
     # $$\text{Embed}(x) \cdot \sqrt{d_{model}}$$
     #
-    # The lookup, scaled as in the paper.
+    # The lookup, scaled as in the paper (or not, with `scale=False`).
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         # `[batch, seq]` to `[batch, seq, d_model]`
-        return self.embeddings(tokens) * math.sqrt(self.d_model)
+        x = self.embeddings(tokens)
+        return x * math.sqrt(self.d_model) if self.scale else x
 
     def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """
@@ -136,8 +146,9 @@ class Embeddings(nn.Module):
 class EmbeddingsWithPositionalEncoding(Embeddings):
     r"""Token embeddings scaled by $\sqrt{d_{model}}$ plus the fixed sinusoidal positional encoding."""
 
-    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0):
-        super().__init__(d_model, n_vocab, max_len, dropout_prob)
+    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0, *,
+                 scale: bool = True):
+        super().__init__(d_model, n_vocab, max_len, dropout_prob, scale=scale)
         # `[max_len, d_model]`
         self.register_buffer("positional_encodings", get_positional_encoding(d_model, max_len), persistent=False)
 
@@ -160,8 +171,9 @@ class EmbeddingsWithPositionalEncoding(Embeddings):
 class EmbeddingsWithLearnedPositionalEncoding(Embeddings):
     r"""Token embeddings scaled by $\sqrt{d_{model}}$ plus learned position vectors."""
 
-    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0):
-        super().__init__(d_model, n_vocab, max_len, dropout_prob)
+    def __init__(self, d_model: int, n_vocab: int, max_len: int = 5000, dropout_prob: float = 0.0, *,
+                 scale: bool = True):
+        super().__init__(d_model, n_vocab, max_len, dropout_prob, scale=scale)
         # `[max_len, d_model]`
         self.positional_encodings = nn.Parameter(torch.empty(max_len, d_model))
         nn.init.normal_(self.positional_encodings, std=0.02)
