@@ -198,6 +198,9 @@ def language_model_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> to
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+LossFunction = Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
+
+
 class BatchSource(Protocol):
     """Anything that draws a batch (a tuple of CPU tensors, batch first) with a given generator."""
 
@@ -350,7 +353,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainerConfig, run: Run, *,
-                 loss_fn: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor] = language_model_loss,
+                 loss_fn: LossFunction = language_model_loss,
                  extra_state: dict | None = None):
         self.config = config
         self.run = run

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from labml_nn.experiments.char_lm import generate_text, train_char_lm
+from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context, generate_text, train_char_lm
 from labml_nn.experiments.cli import run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
@@ -101,11 +101,8 @@ def init_weights(model: nn.Module, init: str, n_layers: int) -> None:
 @dataclass
 class ConfigsExperiment:
     """The transformer described by the options, trained as a language model on Tiny Shakespeare."""
-    model: TransformerConfigs = field(default_factory=lambda: TransformerConfigs(
-        n_layers=4, d_model=128, n_heads=4, d_ff=4 * 128, dropout=0.0, max_len=64))
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1,
-        clip=1.0, eval_every=250, eval_iters=100))
+    model: TransformerConfigs = field(default_factory=baby_model)
+    trainer: TrainerConfig = field(default_factory=baby_trainer)
     context: int = 64
     """Characters per training sequence (at most the model's max_len)."""
     tie_embeddings: bool = True
@@ -118,8 +115,7 @@ class ConfigsExperiment:
     """Sampling temperature (0 picks the most likely character)."""
 
     def __post_init__(self):
-        if not 1 <= self.context <= self.model.max_len:
-            raise ValueError(f"context must be in [1, max_len={self.model.max_len}], got {self.context}")
+        check_context(self.context, self.model.max_len)
         if self.sample_tokens < 0:
             raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
 
@@ -132,11 +128,24 @@ def default() -> ConfigsExperiment:
 
 # <a id="best"></a>
 #
-# The best choices we found at the baby size and budget.
+# The best choices we found at the baby size and budget:
+#
+# * **rotary positions** (`rope`): attention scores depend on the distance between tokens, not on where the
+#   block happens to start, so what the model learns at one offset holds at every other; learned or fixed
+#   absolute positions must learn that invariance from data;
+# * a **SwiGLU** feed-forward network, with `d_ff` shrunk by about $\frac{2}{3}$ so that the model keeps the
+#   baby's parameter count (a gated network has three matrices instead of two);
+# * token embeddings **not multiplied by $\sqrt{d_{model}}$**: with the GPT-2 initialisation and tied embeddings
+#   the factor lets the input's gradient drown the output's ([the embeddings](/transformers/models.md#Embeddings));
+# * a **higher peak learning rate**: at this small size and short budget the run is limited by how far the
+#   weights can move, not by stability.
 def best() -> ConfigsExperiment:
-    """The baby size and budget with the best choices found."""
+    """The baby size, parameter count and budget with the best choices found."""
     config = ConfigsExperiment()
-    return replace(config, model=replace(config.model, positional="rope", ffn_activation="swiglu"))
+    return replace(config,
+                   model=replace(config.model, positional="rope", ffn_activation="swiglu", d_ff=344,
+                                 scale_embeddings=False),
+                   trainer=replace(config.trainer, lr=2e-3))
 
 
 # ## The experiment

@@ -24,8 +24,12 @@ Two presets (all the numbers live in them, below):
 * `default` is the character-level Shakespeare model of [nanoGPT](https://github.com/karpathy/nanoGPT)
   (`config/train_shakespeare_char.py`), a GPU-sized model with dropout, because at this size it would otherwise
   memorise the million characters;
-* `baby` is nanoGPT's recipe for a CPU: a model small enough that a few thousand steps take minutes, and
-  no dropout, because it is too small to overfit in so few steps.
+* `baby` is nanoGPT's recipe for a CPU ([the baby size and recipe](/experiments/char_lm.md#baby_model)): a
+  model small enough that a few thousand steps take minutes, and no dropout, because it is too small to overfit in
+  so few steps.
+
+Both are GPT-2's architecture: learned positions, GELU, and token embeddings that are not multiplied by
+$\sqrt{d_{model}}$ ([why](/transformers/gpt/index.md)).
 
 The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, loss plot, checkpoint),
 `tokenizer.json`, `sample.txt` and `result.json`. The options are described in
@@ -34,7 +38,7 @@ The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, 
 
 from dataclasses import dataclass, field, replace
 
-from labml_nn.experiments.char_lm import generate_text, train_char_lm
+from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context, generate_text, train_char_lm
 from labml_nn.experiments.cli import run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
@@ -43,14 +47,17 @@ from labml_nn.transformers.gpt import GPT
 
 # ## Configuration
 #
+# GPT-2's choices among those of the [configuration](/transformers/configs.md).
+GPT2_CHOICES = {"positional": "learned", "ffn_activation": "gelu", "scale_embeddings": False}
+
+
 # The model (a [`TransformerConfigs`](/transformers/configs.md)), the training, the length of the training
 # sequences, and how to sample at the end. The vocabulary size is left out: it comes from the text.
 @dataclass
 class GPTExperiment:
     """A GPT trained on Tiny Shakespeare, sampled at the end."""
     model: TransformerConfigs = field(default_factory=lambda: TransformerConfigs(
-        n_layers=6, d_model=384, n_heads=6, d_ff=4 * 384, dropout=0.2, max_len=256,
-        positional="learned", ffn_activation="gelu"))
+        n_layers=6, d_model=384, n_heads=6, d_ff=4 * 384, dropout=0.2, max_len=256, **GPT2_CHOICES))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         max_steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1,
         clip=1.0, eval_every=250, eval_iters=200))
@@ -64,8 +71,7 @@ class GPTExperiment:
     """Text the sample starts from."""
 
     def __post_init__(self):
-        if not 1 <= self.context <= self.model.max_len:
-            raise ValueError(f"context must be in [1, max_len={self.model.max_len}], got {self.context}")
+        check_context(self.context, self.model.max_len)
         if self.sample_tokens < 0:
             raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
         if not self.prompt:
@@ -80,12 +86,7 @@ def default() -> GPTExperiment:
 
 def baby() -> GPTExperiment:
     """nanoGPT's CPU recipe: 4 layers of width 128, context 64, 2,000 steps."""
-    return GPTExperiment(
-        model=TransformerConfigs(n_layers=4, d_model=128, n_heads=4, d_ff=4 * 128, dropout=0.0, max_len=64,
-                                 positional="learned", ffn_activation="gelu"),
-        trainer=TrainerConfig(max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99),
-                              weight_decay=0.1, clip=1.0, eval_every=250, eval_iters=100),
-        context=64)
+    return GPTExperiment(model=baby_model(**GPT2_CHOICES), trainer=baby_trainer(), context=64)
 
 
 # ## The model
