@@ -1,0 +1,123 @@
+r"""
+---
+title: Fixed, learned or no positional encodings
+summary: The sinusoidal encodings drawn, then the same small language model trained on Tiny Shakespeare with fixed sinusoids, learned position vectors and no positions at all, validation losses side by side.
+---
+
+# Fixed, learned or no positional encodings
+
+```bash
+python -m labml_nn.transformers.positional_encoding --device cpu
+python -m labml_nn.transformers.positional_encoding --variants fixed none --max-steps 500
+```
+
+The experiment first draws the [sinusoidal encodings](/transformers/positional_encoding.md) (`encoding.png`): the
+table $PE$ itself, and the dot products $PE_p \cdot PE_q$ of every pair of positions, which depend only on
+$p - q$ (every diagonal of the matrix is constant), the property that makes relative positions easy to attend
+to.
+
+Then it trains one [decoder-only language model](/transformers/experiments/configs.md#DecoderOnlyLM) at
+[the baby size](/experiments/char_lm.md#baby_model) three times, changing only how it learns where each character
+is:
+
+* `fixed`: the paper's sinusoids added to the token embeddings;
+* `learned`: one learned vector per position added instead (GPT-2, BERT);
+* `none`: nothing. The model is causal, so it is not completely blind to order: a query at position $t$ averages
+  over $t + 1$ keys, and how diluted that average is tells it roughly how far into the block it is
+  ([Haviv et al., 2022](https://arxiv.org/abs/2203.16634)).
+
+The run directory holds one subdirectory per variant ([comparing variants](/experiments/compare.md)), and
+`result.json` has the validation losses side by side. Expect the two encodings to end close together and
+clearly ahead of `none`, which must spend capacity on inferring positions.
+"""
+
+from dataclasses import dataclass, field, replace
+
+from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
+                                          train_char_lm)
+from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.compare import train_variants
+from labml_nn.experiments.trainer import Run, TrainerConfig
+from labml_nn.transformers.configs import Positional, TransformerConfigs
+from labml_nn.transformers.experiments.configs import DecoderOnlyLM
+from labml_nn.transformers.positional_encoding import get_positional_encoding
+
+
+# ## Configuration
+@dataclass
+class PositionalEncodingExperiment:
+    """One language model trained with each way of giving it positions."""
+    model: TransformerConfigs = field(default_factory=baby_model)
+    trainer: TrainerConfig = field(default_factory=baby_trainer)
+    context: int = 64
+    """Characters per training sequence (at most the model's max_len)."""
+    variants: tuple[Positional, ...] = ("fixed", "learned", "none")
+    """The positional encodings to compare."""
+
+    def __post_init__(self):
+        check_context(self.context, self.model.max_len)
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must be distinct and at least one, got {self.variants}")
+
+
+# ## Presets
+def default() -> PositionalEncodingExperiment:
+    """The baby size and recipe, for each positional encoding."""
+    return PositionalEncodingExperiment()
+
+
+def tiny() -> PositionalEncodingExperiment:
+    """Seconds: a one-layer model, four steps per variant (for tests)."""
+    return PositionalEncodingExperiment(model=tiny_model(), trainer=tiny_trainer(), context=16)
+
+
+# ## The encodings, drawn
+#
+# Left, $PE$ `[positions, d_model]`; right, $PE\, PE^\top$ `[positions, positions]`, whose entry $(p, q)$ is
+# $\sum_i \cos \omega_i (p - q)$.
+def plot_encoding(d_model: int, positions: int, path) -> None:
+    from matplotlib.figure import Figure
+
+    # `[positions, d_model]`
+    pe = get_positional_encoding(d_model, positions)
+    # `[positions, positions]`
+    similarity = pe @ pe.T
+    figure = Figure(figsize=(10, 4), dpi=120)
+    table, dots = figure.subplots(1, 2)
+    image = table.imshow(pe.T.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+    table.set_title(f"get_positional_encoding({d_model}, {positions})")
+    table.set_xlabel("position $p$")
+    table.set_ylabel("feature")
+    figure.colorbar(image, ax=table)
+    image = dots.imshow(similarity.numpy(), cmap="viridis")
+    dots.set_title(r"$PE_p \cdot PE_q$: constant along each diagonal")
+    dots.set_xlabel("position $q$")
+    dots.set_ylabel("position $p$")
+    figure.colorbar(image, ax=dots)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+# ## The experiment
+def train(config: PositionalEncodingExperiment, run: Run) -> dict:
+    if run.is_main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        plot_encoding(config.model.d_model, config.context, run.path("encoding.png"))
+
+    def train_one(positional: str, sub: Run) -> dict:
+        model = replace(config.model, positional=positional)
+        _, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(model, n_src_vocab=n_vocab)),
+                                     config.trainer, sub, config.context)
+        return result
+
+    return train_variants(run, config.variants, train_one)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_experiment("positional_encoding", PositionalEncodingExperiment, train,
+                   presets={"default": default, "tiny": tiny}, argv=argv,
+                   description="Train one language model with fixed, learned and no positional encodings.")
+
+
+if __name__ == "__main__":
+    main()
