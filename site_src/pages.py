@@ -233,7 +233,7 @@ def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
         sid = section_id(section)
         kind = "" if section.notes and section.code else " lnn-code-only" if section.code else " lnn-notes-only"
         out += [f'<div class="lnn-section{kind}" id="{sid}" markdown>', "",
-                f'<div class="lnn-notes" markdown>', ""]
+                '<div class="lnn-notes" markdown>', ""]
         notes = section.notes
         if i == 0 and header:
             # The page's title, then how to run the module and where its source is.

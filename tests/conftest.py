@@ -30,6 +30,17 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """For modules of tiny tensors: one thread is fastest, and on a shared machine several threads per process
+    spin against each other (the copy task trains ~8x slower with two threads under load). It also makes the
+    trained models independent of the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def data_dir() -> Path:
     path = Path(os.environ["LABML_NN_DATA"])

@@ -14,15 +14,7 @@ from labml_nn.transformers.rope import RotaryPEMultiHeadAttention
 from labml_nn.transformers.utils import padding_mask, subsequent_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: one thread is fastest, and on a shared machine several threads per process spin
-    against each other (the copy task trains ~8x slower with two threads under load). It also makes the trained
-    model independent of the machine's core count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_defaults_are_the_papers_base_model():

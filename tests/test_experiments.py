@@ -25,6 +25,9 @@ from labml_nn.experiments.trainer import (NonFiniteLossError, Run, Trainer, Trai
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tiny models run far faster on one thread, and a busy machine makes several threads wait on each other.
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 # ## Data
 
@@ -111,15 +114,6 @@ class TinyLM(nn.Module):
 
     def forward(self, x):
         return self.out(self.dropout(torch.tanh(self.embed(x))))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run far faster on one thread, and a busy machine makes several threads wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,13 @@ def train_variants(run: Run, names: Sequence[str], train_one: Callable[[str, Run
     return summarise(results, figures, rank_by)
 
 
+# A configuration's list of variants: at least one, none twice.
+def check_variants(name: str, variants: Sequence) -> None:
+    """`ValueError` naming the field `name` unless `variants` is non-empty and has no repeats."""
+    if not variants or len(set(variants)) != len(variants):
+        raise ValueError(f"{name} must be distinct and at least one, got {tuple(variants)}")
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -45,7 +45,7 @@ from torch import nn
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
                                           train_char_lm)
 from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import train_variants
+from labml_nn.experiments.compare import check_variants, train_variants
 from labml_nn.experiments.data import BlockSource, load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
@@ -72,8 +72,7 @@ class LabelSmoothingExperiment:
 
     def __post_init__(self):
         check_context(self.context, self.model.max_len)
-        if not self.smoothings or len(set(self.smoothings)) != len(self.smoothings):
-            raise ValueError(f"smoothings must be distinct and at least one, got {self.smoothings}")
+        check_variants("smoothings", self.smoothings)
         for smoothing in self.smoothings:
             if not 0.0 <= smoothing < 1.0:
                 raise ValueError(f"every smoothing must be in [0, 1), got {smoothing}")
@@ -129,6 +128,7 @@ def calibration(model: nn.Module, tokens: torch.Tensor, context: int, batches: i
     model.train()
     # `[N]` each
     confidence, correct, log_likelihood = torch.cat(confidences), torch.cat(correct), torch.cat(log_likelihoods)
+    # Counting per bin is one `bincount` each, with the values to sum as weights: no loop over the bins.
     # Bin of each prediction, `[N]`: confidence 1.0 goes in the last bin
     bin_index = (confidence * bins).long().clamp(max=bins - 1)
     count = torch.bincount(bin_index, minlength=bins).float()
@@ -148,6 +148,9 @@ def calibration(model: nn.Module, tokens: torch.Tensor, context: int, batches: i
 
 
 # ## The reliability diagram
+#
+# Left, each bin's accuracy against its mean confidence (empty bins are left out); right, the share of
+# predictions in each bin, which says how much each point of the left panel weighs in the ECE.
 def plot_reliability(results: dict[str, dict], bins: int, path) -> None:
     from matplotlib.figure import Figure
 
@@ -180,8 +183,10 @@ def train(config: LabelSmoothingExperiment, run: Run) -> dict:
     data = load_tiny_shakespeare(run.data_dir)
     results = {}
 
+    # Variant names, which are also the runs' directories: `smoothing_0`, `smoothing_0.1`, ...
     smoothings = {f"smoothing_{smoothing:g}": smoothing for smoothing in config.smoothings}
 
+    # The same model and batches with another loss; then the measurements that compare across smoothings.
     def train_one(name: str, sub: Run) -> dict:
         criterion = LabelSmoothingLoss(data.tokenizer.n_vocab, smoothing=smoothings[name])
         model, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab)),

@@ -22,9 +22,11 @@ characters of the validation text and takes every head's attention weights, whic
 * `attention_head.png`: one head (`head_layer`, `head`), with the characters on the axes.
 
 For each head the result has its **mean attention distance**, how far back its average query looks,
-$\frac{1}{T}\sum_i \sum_j a_{ij}\,(i - j)$, and the weight it gives to the previous character. In a character model
-some heads of the first layer usually attend mostly to the previous one or two characters (they assemble
-character n-grams), while others spread over the word or the line. The result also has the largest difference
+$\frac{1}{T}\sum_i \sum_j a_{ij}\,(i - j)$, and the weight it gives to the previous character. In this character
+model the heads of the lower layers look at the last few characters, a narrow band along the diagonal (they
+assemble the pieces of a word), while higher up the bands widen and some heads attend to a few chosen earlier
+characters, such as the start of the word or of the line, at any distance (vertical stripes in their maps). The
+result also has the largest difference
 between the attention's output on the explicit path and on PyTorch's fused kernel for the same input (rounding
 only).
 """
@@ -113,10 +115,13 @@ def previous_token_weight(weights: torch.Tensor) -> torch.Tensor:
 
 
 # ## Drawing
+#
+# Newlines and spaces would be invisible as tick labels.
 def visible(char: str) -> str:
     return {"\n": "⏎", " ": "␣"}.get(char, char)
 
 
+# Every head of every layer, a row per layer, each titled with its mean attention distance.
 def plot_all_heads(weights: torch.Tensor, distances: torch.Tensor, path) -> None:
     from matplotlib.figure import Figure
 
@@ -135,6 +140,7 @@ def plot_all_heads(weights: torch.Tensor, distances: torch.Tensor, path) -> None
     figure.savefig(path)
 
 
+# One head, with the characters of the sample on both axes.
 def plot_head(weights: torch.Tensor, text: str, title: str, path) -> None:
     from matplotlib.figure import Figure
 
@@ -153,6 +159,9 @@ def plot_head(weights: torch.Tensor, text: str, title: str, path) -> None:
 
 
 # ## The experiment
+#
+# Train the GPT as the [GPT experiment](/transformers/experiments/gpt.md) does, then measure and draw its heads on
+# the sample.
 def train(config: MHAExperiment, run: Run) -> dict:
     model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab), config.trainer, run,
                                              config.context)

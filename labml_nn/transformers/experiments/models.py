@@ -180,6 +180,7 @@ def exact_match(model: EncoderDecoder, task: ReversalTask, samples: int, beam_si
     return result
 
 
+# Accuracy against the length of the source, one line per decoding method.
 def plot_accuracy_by_length(result: dict, path) -> None:
     from matplotlib.figure import Figure
 
@@ -201,6 +202,11 @@ def plot_accuracy_by_length(result: dict, path) -> None:
 #
 # The model is the configuration's encoder-decoder for the task's vocabulary on both sides
 # ([`build_encoder_decoder`](/transformers/configs.md#TransformerConfigs.build_encoder_decoder)).
+#
+# The same task object is the training and the validation source: the trainer draws its batches with its own
+# generator and the validation batches with another, fixed one, and the strings of the final measurement come from
+# a third seed. There are $10^L$ strings of $L$ digits, so the three hardly overlap, except in the shortest
+# strings, of which there are few.
 def train(config: ModelsExperiment, run: Run) -> dict:
     model = replace(config.model, n_src_vocab=N_VOCAB, n_tgt_vocab=N_VOCAB).build_encoder_decoder()
     task = ReversalTask(config.min_digits, config.max_digits)

@@ -24,14 +24,18 @@ The validation losses are in `result.json` (`val_loss`). Then both models read v
 `eval_context` characters, longer than the `context` they were trained on, and `loss_by_position.png` plots the
 loss at each position:
 
-* inside the training context the loss falls with the position, as each prediction has more characters to go on;
-* past it, a model meets what it never saw in training: absolute positions it never saw (`fixed`), or
-  distances between a query and a key it never saw (`rope`). `val_loss_beyond_context` in the result is the
-  mean loss over those positions.
+* inside the training context the loss falls over the first positions, as each prediction has more characters to
+  go on, and then stays level;
+* past it, a model meets what it never saw in training: absolute positions (`fixed`), or distances between a
+  query and a key (`rope`). `val_loss_beyond_context` in the result is the mean loss over those positions.
 
-Expect rotary embeddings to end ahead inside the context, and neither model to extrapolate well: position
-schemes that do (ALiBi, or RoPE with interpolated frequencies, as [Llama 3.1](/transformers/llama/index.md) scales
-them) are built for it.
+In our runs the rotary model ended ahead inside the context, and the difference past it was far larger. The
+sinusoidal model's loss jumped as soon as the positions were new to it: its embeddings there are vectors its
+layers never saw. The rotary model's barely rose, because what its attention sees depends only on distances, and
+a character model attends mostly to the last few dozen characters, distances it knows from every position of its
+training blocks; only towards the end of the longer blocks, where much of what it may attend to lies beyond the
+distances it was trained on, does it begin to suffer. (Models that must read far longer texts than they were
+trained on stretch RoPE's frequencies, as [Llama 3.1](/transformers/llama/index.md) does.)
 """
 
 from dataclasses import dataclass, field, replace
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, loss_by_position, tiny_model,
                                           tiny_trainer, train_char_lm)
 from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import train_variants
+from labml_nn.experiments.compare import check_variants, train_variants
 from labml_nn.experiments.data import load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import Positional, TransformerConfigs
@@ -71,8 +75,7 @@ class RoPEExperiment:
                              f"got {self.eval_context}")
         if self.eval_batches < 1:
             raise ValueError(f"eval_batches must be positive, got {self.eval_batches}")
-        if not self.variants or len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants must be distinct and at least one, got {self.variants}")
+        check_variants("variants", self.variants)
 
 
 # ## Presets
@@ -88,6 +91,8 @@ def tiny() -> RoPEExperiment:
 
 
 # ## The loss at each position, drawn
+#
+# One curve per variant; the dashed line is where the training context ends.
 def plot_loss_by_position(curves: dict[str, list[float]], context: int, path) -> None:
     from matplotlib.figure import Figure
 
@@ -110,8 +115,11 @@ def plot_loss_by_position(curves: dict[str, list[float]], context: int, path) ->
 # Each variant trains, then reads the same longer validation blocks.
 def train(config: RoPEExperiment, run: Run) -> dict:
     data = load_tiny_shakespeare(run.data_dir)
+    # Variant name to its loss at each position, for the plot
     curves = {}
 
+    # The same configuration with another `positional`. After training, the loss at every position of blocks of
+    # `eval_context` characters, split at the training context.
     def train_one(positional: str, sub: Run) -> dict:
         model_config = replace(config.model, positional=positional)
         model, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(model_config, n_src_vocab=n_vocab)),
@@ -125,6 +133,7 @@ def train(config: RoPEExperiment, run: Run) -> dict:
             result["val_loss_beyond_context"] = curve[config.context:].mean().item()
         return result
 
+    # Side by side in the result, beside the trainer's figures
     figures = ["val_loss_within_context"] + (["val_loss_beyond_context"] if config.eval_context > config.context
                                              else [])
     summary = train_variants(run, config.variants, train_one, figures=figures)

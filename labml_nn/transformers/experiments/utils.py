@@ -98,6 +98,10 @@ def largest_leak(gradients: torch.Tensor) -> float:
     return gradients[later].max().item()
 
 
+# ## Drawing
+#
+# $G$ on a logarithmic colour scale, on which exact zeros have no colour: with the mask, everything above the
+# diagonal stays white.
 def plot_gradients(with_mask: torch.Tensor, without_mask: torch.Tensor, path) -> None:
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
@@ -116,6 +120,7 @@ def plot_gradients(with_mask: torch.Tensor, without_mask: torch.Tensor, path) ->
     figure.savefig(path)
 
 
+# The loss at each position of the validation blocks, for both models.
 def plot_loss_by_position(curves: dict[str, list[float]], path) -> None:
     from matplotlib.figure import Figure
 
@@ -169,7 +174,8 @@ def train(config: LeakExperiment, run: Run) -> dict:
     data = load_tiny_shakespeare(run.data_dir)
     model_config = replace(config.model, n_src_vocab=data.tokenizer.n_vocab)
 
-    # The same initial weights, with the mask and without it; one validation block
+    # The gradients of one freshly initialised model on one validation block, with the mask and then without it:
+    # the same weights both times, so that the mask is the only difference.
     torch.manual_seed(run.seed)
     model = MaskedLM(model_config)
     block = data.val[:config.context + 1][None]
@@ -180,8 +186,11 @@ def train(config: LeakExperiment, run: Run) -> dict:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         plot_gradients(with_mask, without_mask, run.path("gradients.png"))
 
+    # Variant name to its loss at each position, for the plot
     curves = {}
 
+    # Train one model with the mask (`causal`) or without (`unmasked`); then its loss at every position of the
+    # validation blocks, and a sample of its text.
     def train_one(name: str, sub: Run) -> dict:
         trained, tokenizer, result = train_char_lm(lambda n_vocab: MaskedLM(model_config, causal=name == "causal"),
                                                    config.trainer, sub, config.context)
@@ -195,6 +204,8 @@ def train(config: LeakExperiment, run: Run) -> dict:
                                              seed=run.seed)
         return result
 
+    # The unmasked model's validation loss is a cheat, so the variants are ranked by the loss where nobody can
+    # cheat, at the last position.
     summary = train_variants(run, ["causal", "unmasked"], train_one, figures=["last_position_loss", "sample"],
                              rank_by="last_position_loss")
     if run.is_main:
