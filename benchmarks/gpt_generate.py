@@ -11,10 +11,11 @@ of each over a few repeats, tokens per second, and the speed-up.
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
-from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.experiments.gpt import baby
 from labml_nn.transformers.gpt import GPT
 
 
@@ -41,12 +42,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, for the smoke test")
     args = parser.parse_args()
     device = torch.device(args.device)
+    # The GPT experiment's baby model, with room for the whole generation in its context
+    configs = replace(baby().model, n_src_vocab=65, max_len=1024)
     if args.tiny:
-        configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=128, dropout=0.0, n_src_vocab=65,
-                                     max_len=64, positional="learned", ffn_activation="gelu")
-    else:
-        configs = TransformerConfigs(n_layers=4, d_model=128, n_heads=4, d_ff=512, dropout=0.0, n_src_vocab=65,
-                                     max_len=1024, positional="learned", ffn_activation="gelu")
+        configs = replace(configs, n_layers=2, d_model=32, d_ff=128, max_len=64)
     torch.manual_seed(0)
     model = GPT(configs).to(device).eval()
     prompt = torch.zeros(args.batch, 1, dtype=torch.long, device=device)

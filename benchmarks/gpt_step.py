@@ -13,12 +13,14 @@ step and the ratio.
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.transformers.configs import TransformerConfigs
+from labml_nn.transformers.experiments.gpt import baby
 from labml_nn.transformers.gpt import GPT
 
 
@@ -114,12 +116,12 @@ def run(configs: TransformerConfigs, batch: int, device: torch.device, rounds: i
 
 
 def baby_configs(tiny: bool) -> tuple[TransformerConfigs, int]:
-    """The issue's "baby" GPT (4 layers, 4 heads, d_model 128, context 64, batch 12), or a tiny one."""
+    """The GPT experiment's "baby" model and batch (4 layers, 4 heads, d_model 128, context 64, batch 12), or a
+    tiny one."""
+    preset = baby()
     if tiny:
-        return TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=128, dropout=0.0, n_src_vocab=65,
-                                  max_len=16, positional="learned", ffn_activation="gelu"), 2
-    return TransformerConfigs(n_layers=4, d_model=128, n_heads=4, d_ff=512, dropout=0.0, n_src_vocab=65,
-                              max_len=64, positional="learned", ffn_activation="gelu"), 12
+        return replace(preset.model, n_layers=2, d_model=32, d_ff=128, max_len=16, n_src_vocab=65), 2
+    return replace(preset.model, n_src_vocab=65), preset.trainer.batch_size
 
 
 def main() -> None:

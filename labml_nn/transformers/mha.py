@@ -154,10 +154,12 @@ class MultiHeadAttention(nn.Module):
     #
     # For self-attention (`query`, `key` and `value` are the same tensor) the three projections are one
     # matrix product with the weights stacked, $x\,[W^Q; W^K; W^V]^\top$: one large product keeps the
-    # processor busier than three small ones, and reads $x$ once.
+    # processor busier than three small ones, and reads $x$ once. Stacking copies the weights, which pays off
+    # when many positions share the product; a decoding step has one position per sequence, and there the copy
+    # would cost as much as the product, so the three projections run separately.
     def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if query is key and key is value:
+        if query is key and key is value and query.shape[1] > 1:
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = None
             if self.query.bias is not None:
