@@ -5,7 +5,7 @@
 * `on_page_markdown`: fills the home page's map of modules;
 * `on_page_content`: code links and anchors;
 * `on_post_page`: math rendered by KaTeX (after the search plugin has read the page, so the index holds the TeX, not
-  KaTeX's HTML), and the theme's indentation removed;
+  KaTeX's HTML), the theme's indentation and the spans of plain code tokens removed;
 * `on_post_build`: the math delimiters taken out of the search index, for readable previews.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 from site_src import generator  # noqa: E402
 from site_src.katex import KatexRenderer, MathError  # noqa: E402
-from site_src.minify import collapse_whitespace  # noqa: E402
+from site_src.minify import collapse_whitespace, unwrap_plain_code_tokens  # noqa: E402
 
 _state: dict = {"site": None, "katex": None}
 
@@ -68,7 +68,7 @@ def on_post_page(output: str, page, config) -> str:
         output = _state["katex"].render_html(output, source, name)
     except MathError as error:
         raise PluginError(str(error)) from None
-    return collapse_whitespace(output)
+    return unwrap_plain_code_tokens(collapse_whitespace(output))
 
 
 def on_post_build(config) -> None:

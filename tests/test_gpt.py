@@ -358,3 +358,14 @@ def test_benchmark_smoke(script):
                             timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "x" in result.stdout and "ms" in result.stdout
+
+
+def test_quality_benchmark_smoke(data_dir):
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpt_quality.py"
+    result = subprocess.run([sys.executable, str(path), "--tiny", "--seeds", "0"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "LABML_NN_DATA": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    assert "labml_nn GPT" in result.stdout and "nanoGPT" in result.stdout and "paired" in result.stdout

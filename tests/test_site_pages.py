@@ -348,3 +348,19 @@ def test_api_pages_get_short_anchors_and_in_page_links_that_resolve():
     assert '<a href="#GPT">GPT</a>' in result
     assert '<a href="#labml_nn.transformers.gpt--notes">n</a>' in result
     assert '<a href="../../../transformers/gpt/#sampling">s</a>' in result
+
+
+def test_minified_code_keeps_its_text_and_styled_tokens():
+    import re
+    from site_src.minify import collapse_whitespace, unwrap_plain_code_tokens
+    page = ('<div>\n    <p><span class="n">prose</span></p>\n    <pre><code><span class="linenos" data-linenos="3 ">'
+            '</span><span class="n">x</span><span class="w"> </span><span class="o">=</span><span class="w">  '
+            '</span><span class="n">torch</span><span class="o">.</span><span class="n">zeros</span>'
+            '<span class="p">(</span><span class="mi">2</span><span class="p">)</span>\n    indented</code></pre>\n</div>')
+    out = unwrap_plain_code_tokens(collapse_whitespace(page))
+    code = re.search(r"<pre>.*</pre>", out, re.S).group(0)
+    assert re.sub(r"<[^>]+>", "", code) == "x =  torch.zeros(2)\n    indented"
+    assert '<span class="n">' not in code and '<span class="w">' not in code
+    assert code.count('<span class="o">') == 2 and code.count('<span class="p">') == 2 and 'data-linenos="3 "' in code
+    # Outside code nothing is unwrapped, and only indentation is collapsed
+    assert '<p><span class="n">prose</span></p>' in out and out.startswith("<div>\n<p>")
