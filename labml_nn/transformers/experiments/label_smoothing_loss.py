@@ -34,7 +34,10 @@ Smoothing caps what a model can be rewarded for: against the target $q$, the bes
 $1 - \epsilon + \epsilon / C$ on the right class, so a smoothed model learns to be less sure. Whether that
 improves calibration depends on whether the unsmoothed model was overconfident in the first place. Large models
 trained long on one-hot targets are ([Müller et al., 2019](https://arxiv.org/abs/1906.02629)); a small model after
-a short training, like this one, is close to calibrated already, and then smoothing makes it underconfident.
+a short training, like this one, is close to calibrated already, and then smoothing makes it underconfident. That
+is what our runs showed: the smoothed model's curve lies above the diagonal and stops short of the highest
+confidences, its calibration error and cross-entropy are worse, and its accuracy is a little better, as
+"Attention Is All You Need" found for perplexity and BLEU.
 """
 
 from dataclasses import dataclass, field, replace
