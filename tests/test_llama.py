@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from labml_nn.transformers.llama import (Attention, FeedForward, ModelArgs, RMSNorm, Transformer, apply_rotary_emb,
-                                         apply_scaling, precompute_freqs_cis)
+                                         apply_scaling, precompute_freqs_cis, rotate_pairs_complex,
+                                         rotate_pairs_real)
 from labml_nn.transformers.llama.generation import Llama, sample_top_p
 
 # The tiny model of the issue: 2 layers, dim 64, 4 heads of 16, 2 kv heads, vocab 97.
@@ -289,13 +290,35 @@ def test_precompute_freqs_cis_against_formula(use_scaled):
         assert not torch.allclose(freqs_cis, precompute_freqs_cis(head_dim, end, theta, False))
 
 
-def test_apply_rotary_emb_equals_complex_multiplication():
+@pytest.mark.parametrize("rotate", [None, rotate_pairs_complex, rotate_pairs_real])
+def test_rotations_equal_rotation_matrices(rotate):
+    # The page's equation: each pair (x_2i, x_2i+1) times the 2x2 rotation matrix of angle m theta_i, in float64.
+    # `None` is `apply_rotary_emb` itself (the complex product when not compiling).
     xq, xk = torch.randn(2, 4, 10, 16), torch.randn(2, 2, 10, 16)
     freqs_cis = precompute_freqs_cis(16, 10, 500000.0, True)
-    q, k = apply_rotary_emb(xq, xk, freqs_cis)
+    angles = torch.atan2(freqs_cis.imag, freqs_cis.real).double()
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    # `[seq, head_dim / 2, 2, 2]`
+    rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    if rotate is None:
+        q, k = apply_rotary_emb(xq, xk, freqs_cis)
+    else:
+        q, k = rotate(xq, freqs_cis), rotate(xk, freqs_cis)
     for x, out in ((xq, q), (xk, k)):
-        expected = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * freqs_cis)
-        torch.testing.assert_close(out, expected.flatten(-2))
+        pairs = x.double().unflatten(-1, (-1, 2))
+        expected = torch.einsum("spij,bhspj->bhspi", rotation, pairs).flatten(-2)
+        torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_apply_rotary_emb_keeps_dtype_and_accepts_strided_inputs():
+    # bfloat16 in, bfloat16 out (rotated in float32); a transposed view, as the attention passes it, works too.
+    x = torch.randn(2, 10, 4, 16).transpose(1, 2)
+    freqs_cis = precompute_freqs_cis(16, 10, 10000.0)
+    q, _ = apply_rotary_emb(x.bfloat16(), x.bfloat16(), freqs_cis)
+    assert q.dtype == torch.bfloat16
+    expected, _ = apply_rotary_emb(x.contiguous(), x.contiguous(), freqs_cis)
+    torch.testing.assert_close(apply_rotary_emb(x, x, freqs_cis)[0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(q.float(), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_unscaled_rope_equals_interleaved_rotary_module():
@@ -342,6 +365,16 @@ def greedy_by_full_forward(model, prompt, steps):
 
 
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11]]
+
+
+def test_caches_made_during_generation_outlive_inference_mode(llama):
+    # `generate` runs in inference mode; the caches it makes must still take writes outside it (no_grad, compile).
+    model = llama.model
+    model.free_caches()
+    llama.generate([[1, 2, 3]], 4, temperature=0.0)
+    assert not model.caches[0].cache_k.is_inference() and not model.freqs_cis.is_inference()
+    tokens = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(model.forward_inference(tokens, 0), model(tokens), rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_generation_is_deterministic_and_matches_full_forward(llama):

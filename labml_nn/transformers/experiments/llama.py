@@ -29,6 +29,7 @@ With `--ckpt-dir` nothing is trained: the checkpoint (and the `tokenizer.model` 
 is loaded and completes `--prompt`.
 """
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,10 @@ def tiny() -> LlamaExperiment:
 # ## Timing generation
 #
 # Greedy decoding, with and without the cache, from the same prompt; the device is synchronised around each
-# so that the times are the work's and not just its launch.
-def time_generation(llama: Llama, prompt_tokens: list[int], gen_tokens: int) -> dict:
+# so that the times are the work's and not just its launch. One untimed generation first (the caches and the
+# rotation table are allocated then), then `rounds` of each, alternating so that both see the same machine;
+# the medians are reported.
+def time_generation(llama: Llama, prompt_tokens: list[int], gen_tokens: int, rounds: int = 3) -> dict:
     def timed(generate):
         synchronize(llama.model.tok_embeddings.weight.device)
         start = time.perf_counter()
@@ -132,8 +135,20 @@ def time_generation(llama: Llama, prompt_tokens: list[int], gen_tokens: int) -> 
         synchronize(llama.model.tok_embeddings.weight.device)
         return tokens, time.perf_counter() - start
 
-    cached, cached_s = timed(lambda: llama.generate([prompt_tokens], gen_tokens, temperature=0.0)[0])
-    uncached, uncached_s = timed(lambda: generate_without_cache(llama.model, [prompt_tokens], gen_tokens)[0])
+    def cached_generation():
+        return llama.generate([prompt_tokens], gen_tokens, temperature=0.0)[0]
+
+    def uncached_generation():
+        return generate_without_cache(llama.model, [prompt_tokens], gen_tokens)[0]
+
+    cached_generation()
+    cached_times, uncached_times = [], []
+    for _ in range(rounds):
+        cached, seconds = timed(cached_generation)
+        cached_times.append(seconds)
+        uncached, seconds = timed(uncached_generation)
+        uncached_times.append(seconds)
+    cached_s, uncached_s = statistics.median(cached_times), statistics.median(uncached_times)
     return {
         "tokens": gen_tokens,
         "cached_tokens_per_s": gen_tokens / cached_s,

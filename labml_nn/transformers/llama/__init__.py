@@ -290,24 +290,43 @@ def _freqs_cis(freqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 # Llama): equally good, but a checkpoint moves from one pairing to the other only by permuting the rows of
 # $W^Q$ and $W^K$. Meta's weights were trained with this pairing, so this is the one to use with them.
 #
-# Meta multiplies complex tensors; we write the same product out with real numbers, which runs on every
-# backend and dtype, and compute it in float32 as they do. `xq` and `xk` are `[batch, heads, seq, head_dim]`
-# (their head counts may differ) and `freqs_cis` is `[seq, head_dim / 2]`.
+# There are two ways to compute it. Meta multiplies complex tensors, and so do we when running eagerly: the
+# product is one kernel, where the rotation written out with real numbers takes about ten (element products, a
+# difference, a sum, a stack), and a decoding step of a small model is made of such tiny operations. Under
+# `torch.compile` it is the other way round: the compiler fuses the real arithmetic into one kernel but cannot
+# generate code for complex numbers, so there we use the real form. The tests check that the two agree.
+# Either way the product is taken in float32, as in Meta's code, and cast back. `xq` and `xk` are
+# `[batch, heads, seq, head_dim]` (their head counts may differ) and `freqs_cis` is `[seq, head_dim / 2]`.
 def apply_rotary_emb(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate queries and keys `[batch, heads, seq, head_dim]` by `freqs_cis` `[seq, head_dim // 2]`."""
     if freqs_cis.shape != (xq.shape[-2], xq.shape[-1] // 2):
         raise ValueError(f"freqs_cis must be [seq, head_dim / 2] = [{xq.shape[-2]}, {xq.shape[-1] // 2}], "
                          f"got {list(freqs_cis.shape)}")
+    rotate = rotate_pairs_real if torch.compiler.is_compiling() else rotate_pairs_complex
+    return rotate(xq, freqs_cis), rotate(xk, freqs_cis)
+
+
+# #### As a complex product
+def rotate_pairs_complex(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs $(x_{2i}, x_{2i+1})$ of `x` `[..., seq, head_dim]` by multiplying complex numbers."""
+    # `[..., seq, head_dim]` to `[..., seq, head_dim / 2]` complex numbers $x_{2i} + i\,x_{2i+1}$ (a view: the
+    # pairs are adjacent in memory)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    # $$(x_{2i} + i\,x_{2i+1})\,e^{\,i\, m \theta_i}$$
+    rotated = pairs * freqs_cis
+    # `[..., seq, head_dim / 2]` complex back to `[..., seq, head_dim]` real
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)
+
+
+# #### With real numbers
+def rotate_pairs_real(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """The same rotation as `rotate_pairs_complex`, with the matrix product of the equation written out."""
     cos, sin = freqs_cis.real, freqs_cis.imag
-    return _rotate_pairs(xq, cos, sin), _rotate_pairs(xk, cos, sin)
-
-
-def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # `[..., seq, head_dim]` to `[..., seq, head_dim / 2, 2]`: the pairs $(x_{2i}, x_{2i+1})$
     pairs = x.float().unflatten(-1, (-1, 2))
     x_even, x_odd = pairs[..., 0], pairs[..., 1]
-    # $$(x_{2i} + i\,x_{2i+1})\,(\cos m\theta_i + i \sin m\theta_i)$$
+    # $$\begin{pmatrix} x_{2i} \cos m\theta_i - x_{2i+1} \sin m\theta_i \\ x_{2i} \sin m\theta_i + x_{2i+1} \cos m\theta_i \end{pmatrix}$$
     rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
     # `[..., seq, head_dim / 2, 2]` back to `[..., seq, head_dim]`
     return rotated.flatten(-2).type_as(x)
@@ -492,8 +511,9 @@ class TransformerBlock(nn.Module):
 #   made on its first call, made anew if the weights have moved to another device or dtype, and released
 #   by `free_caches()`. A model that is only trained never allocates them.
 #
-# The rotations are computed for the positions of each call rather than stored: a complex table kept as a
-# buffer would be cast to a real dtype, silently dropping its imaginary part, by `model.to(torch.bfloat16)`.
+# The rotations are not a buffer: a complex table kept as a buffer would be cast to a real dtype, silently
+# dropping its imaginary part, by `model.to(torch.bfloat16)`. `forward` computes them for its positions;
+# `forward_inference` keeps a table for all positions beside its caches, made with them.
 class Transformer(nn.Module):
     """Llama: `tok_embeddings`, `layers` (a list of [`TransformerBlock`](#TransformerBlock)), `norm`, `output`."""
 
@@ -507,6 +527,7 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         self.caches: list[KVCache] | None = None
+        self.freqs_cis: torch.Tensor | None = None
         self.init_weights()
 
     # ### Initialisation
@@ -569,8 +590,14 @@ class Transformer(nn.Module):
     # right by `start_pos`. A single new token may see every key, so it needs no mask, which is the common
     # case, one token per step.
     #
-    # No gradients are needed here. Meta uses `torch.inference_mode()`; we use `torch.no_grad()`, because
-    # `torch.compile` cannot write into caches made of inference-mode tensors.
+    # The rotations of all `max_seq_len` positions are computed once, with the caches, as in Meta's code, and
+    # each call takes its rows: a decoding step is a few hundred tiny operations, and recomputing the table
+    # would add a dozen more.
+    #
+    # No gradients are needed here. The generation loops run it under `torch.inference_mode()`, which also
+    # skips autograd's bookkeeping of views and versions; it is decorated with `torch.no_grad()` only, because
+    # `torch.compile` cannot run it in inference mode. The caches themselves are made outside inference mode,
+    # so that either way can write into them.
     @torch.no_grad()
     def forward_inference(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits (float32) `[batch, seq, vocab_size]` of `tokens` at positions `start_pos ...` of the cached sequences."""
@@ -580,7 +607,8 @@ class Transformer(nn.Module):
         caches = self._inference_caches(start_pos)
         seq = tokens.shape[1]
         h = self.tok_embeddings(tokens)
-        freqs_cis = self.rotations(start_pos, seq, h.device)
+        # `[seq, head_dim / 2]`
+        freqs_cis = self.freqs_cis[start_pos:start_pos + seq]
         mask = None
         if seq > 1:
             # `[seq, start_pos + seq]`
@@ -597,12 +625,16 @@ class Transformer(nn.Module):
             if start_pos != 0:
                 raise ValueError(f"forward_inference was called with start_pos={start_pos}, but there are no caches "
                                  f"for this device and dtype yet: start the sequences at 0")
-            self.caches = [KVCache(self.params.max_batch_size, self.params.max_seq_len, self.params.n_kv_heads,
-                                   self.params.head_dim, dtype=weight.dtype, device=weight.device)
-                           for _ in self.layers]
+            with torch.inference_mode(False):
+                self.caches = [KVCache(self.params.max_batch_size, self.params.max_seq_len, self.params.n_kv_heads,
+                                       self.params.head_dim, dtype=weight.dtype, device=weight.device)
+                               for _ in self.layers]
+                # `[max_seq_len, head_dim / 2]`
+                self.freqs_cis = self.rotations(0, self.params.max_seq_len, weight.device)
         return self.caches
 
     def free_caches(self) -> None:
-        """Release the key/value caches of `forward_inference`."""
+        """Release the key/value caches (and the rotation table) of `forward_inference`."""
         self.caches = None
+        self.freqs_cis = None
 

@@ -67,7 +67,7 @@ def sample_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
 # only the last position's logits. Step $t$ costs as much as a forward pass over $t$ tokens, so $n$ new tokens
 # cost $O(n^2)$ token-passes where the cache needs $O(n)$. It is here to measure that (the experiment and
 # `benchmarks/llama_generate.py` compare the two) and as the plain definition of what `Llama.generate` computes.
-@torch.no_grad()
+@torch.inference_mode()
 def generate_without_cache(model: Transformer, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int,
                            temperature: float = 0.0, top_p: float = 0.9) -> list[list[int]]:
     """Complete prompts of equal length with exactly `max_gen_len` tokens each, recomputing the prefix every step."""
@@ -217,7 +217,7 @@ class Llama:
     #
     # Each row stops after `max_gen_len` new tokens; with a tokenizer it also stops at the first of its
     # `stop_tokens`, and the loop ends when every row has stopped.
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int, temperature: float = 0.6,
                  top_p: float = 0.9, echo: bool = False) -> list[list[int]]:
         """
