@@ -102,8 +102,9 @@ class KatexRenderer:
         pieces, last = [], 0
         for match, (tex, display) in zip(matches, formulas):
             pieces.append(page_html[last:match.start()])
-            rendered = self.cache[(tex, display)]
-            # KaTeX's HTML alone (no MathML copy: it doubles the page's weight); assistive technology reads the TeX.
+            # KaTeX's HTML alone (no MathML copy: it doubles the page's weight); assistive technology reads the
+            # TeX of the `role="img"` wrapper, whose children are presentational, so KaTeX's `aria-hidden` goes.
+            rendered = self.cache[(tex, display)].replace(' aria-hidden="true"', "", 1)
             label = html.escape(tex, quote=True)
             pieces.append(f'<div class="arithmatex" role="img" aria-label="{label}">{rendered}</div>' if display
                           else f'<span class="arithmatex" role="img" aria-label="{label}">{rendered}</span>')

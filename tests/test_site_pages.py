@@ -240,6 +240,8 @@ def test_katex_renders_inline_display_and_environments(renderer):
     assert html.count('class="katex-display"') == 2
     # The TeX was unescaped before rendering (`<` is a relation, not `&lt;` as text), and labels the formula.
     assert 'role="img" aria-label="x_i &lt; 3"' in html
+    # The label speaks for the whole formula; KaTeX's own `aria-hidden` inside it is redundant and dropped.
+    assert "aria-hidden" not in html
     assert '<span class="mrel">&lt;</span>' in html and "&amp;lt;" not in html
     rendered = renderer.rendered
     renderer.render_html(page)

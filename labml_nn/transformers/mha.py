@@ -11,7 +11,7 @@ This is the attention of
 Each query vector $q$ asks a question; each key vector $k$ says what its position offers; the answer
 is a weighted average of the value vectors $v$, weighted by how well the query matches each key:
 
-$$\mathop{Attention}(Q, K, V) = \underset{seq}{\mathop{softmax}}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)V$$
+$$\operatorname{Attention}(Q, K, V) = \operatorname*{softmax}_{seq}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)V$$
 
 The dot products grow with the dimension $d_k$: for entries with unit variance, $q \cdot k$ has variance
 $d_k$. Dividing by $\sqrt{d_k}$ brings the scores back to unit variance, so that the softmax does not
@@ -22,8 +22,8 @@ the inputs into a $d_k = d_{model} / h$ dimensional space, and concatenates the 
 
 $$
 \begin{aligned}
-\mathop{MultiHead}(Q, K, V) &= \mathop{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O \\
-\text{head}_i &= \mathop{Attention}(Q W^Q_i, K W^K_i, V W^V_i)
+\operatorname{MultiHead}(Q, K, V) &= \operatorname{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O \\
+\text{head}_i &= \operatorname{Attention}(Q W^Q_i, K W^K_i, V W^V_i)
 \end{aligned}
 $$
 
@@ -94,6 +94,11 @@ class KVCache:
         return self.key[:, :, :end], self.value[:, :, :end]
 
 
+# ## Multi-head attention
+#
+# The module holds the four projections. Its pieces come first, then [`forward`](#MultiHeadAttention.forward),
+# which projects the inputs and splits them into heads, adds positions (a hook for subclasses), appends to the
+# cache, checks the mask, attends by one of the two paths and concatenates the heads again.
 class MultiHeadAttention(nn.Module):
     r"""
     Multi-head attention with optional grouped-query attention.
@@ -290,7 +295,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
 
-        # $$\underset{seq}{\mathop{softmax}}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)$$
+        # $$\operatorname*{softmax}_{seq}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)$$
         #
         # The softmax runs over the keys, so each query's weights sum to one.
         attn = scores.softmax(dim=-1)
@@ -300,7 +305,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             attn = attn.masked_fill(~mask, 0.0)
 
-        # $$\underset{seq}{\mathop{softmax}}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)V$$
+        # $$\operatorname*{softmax}_{seq}\Bigg(\frac{Q K^\top}{\sqrt{d_k}}\Bigg)V$$
         #
         # `[batch, heads, seq_q, seq_k] @ [batch, heads, seq_k, d_head]` to `[batch, heads, seq_q, d_head]`
         out = self.dropout(attn) @ v
