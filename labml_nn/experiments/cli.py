@@ -170,7 +170,7 @@ def _resume_dir(path: Path) -> Path:
     return run_dir
 
 
-# The first positional pass reads only `--preset` and `--resume`, which decide the defaults of the full parse.
+# The first pass reads only `--preset` and `--resume`, which decide the defaults of the full parse.
 def _preparse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--preset")

@@ -181,7 +181,8 @@ def build_optimizer(model: nn.Module, config: TrainerConfig, device: torch.devic
     no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decay]
     groups = [{"params": list(decay.values()), "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates all parameters in one pass; it exists for CUDA and CPU.
+    # The fused kernel updates all parameters in one pass. It exists for CUDA, CPU and MPS, among other devices,
+    # but we ask for it only on CUDA and CPU; on any other device AdamW uses its default implementation.
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type in ("cuda", "cpu"))
 
 
@@ -336,7 +337,7 @@ def plot_losses(records: list[dict], path: Path, title: str = "") -> None:
     figure.savefig(path)
 
 
-# ## The trainer
+# ## The Trainer class
 class Trainer:
     """
     Trains `model` on batches drawn from a batch source, minimising `loss_fn(model, batch)`.

@@ -11,7 +11,7 @@ and a feed-forward network, which transforms the vector at **each position** on 
 weights everywhere. In [Attention Is All You Need](https://arxiv.org/abs/1706.03762) it is two linear
 layers with a ReLU between them:
 
-$$FFN(x) = \max(0, x W_1 + b_1) W_2 + b_2$$
+$$\operatorname{FFN}(x) = \max(0, x W_1 + b_1) W_2 + b_2$$
 
 $W_1$ widens the vector from $d_{model}$ to $d_{ff}$ (four times wider in the paper, $2048 = 4 \times 512$),
 the activation acts on each hidden feature, and $W_2$ projects back to $d_{model}$ so the result can be
@@ -25,16 +25,16 @@ smoother [GELU](https://arxiv.org/abs/1606.08415).
 layer by a *gated linear unit*: two projections of $x$, one passed through an activation $\sigma$ and used
 to gate the other, element by element:
 
-$$FFN_{\text{gated}}(x) = \big(\sigma(x W_1) \otimes x V\big) W_2$$
+$$\operatorname{FFN}_{\text{gated}}(x) = \big(\sigma(x W_1) \otimes x V\big) W_2$$
 
 With different activations this gives (the paper drops the biases):
 
 $$
 \begin{aligned}
-FFN_{\text{GLU}}(x) &= \big(\text{sigmoid}(x W_1) \otimes x V\big) W_2 \\
-FFN_{\text{ReGLU}}(x) &= \big(\max(0, x W_1) \otimes x V\big) W_2 \\
-FFN_{\text{GEGLU}}(x) &= \big(\text{GELU}(x W_1) \otimes x V\big) W_2 \\
-FFN_{\text{SwiGLU}}(x) &= \big(\text{Swish}_1(x W_1) \otimes x V\big) W_2
+\operatorname{FFN}_{\text{GLU}}(x) &= \big(\text{sigmoid}(x W_1) \otimes x V\big) W_2 \\
+\operatorname{FFN}_{\text{ReGLU}}(x) &= \big(\max(0, x W_1) \otimes x V\big) W_2 \\
+\operatorname{FFN}_{\text{GEGLU}}(x) &= \big(\text{GELU}(x W_1) \otimes x V\big) W_2 \\
+\operatorname{FFN}_{\text{SwiGLU}}(x) &= \big(\text{Swish}_1(x W_1) \otimes x V\big) W_2
 \end{aligned}
 $$
 
@@ -59,6 +59,10 @@ import torch
 from torch import nn
 
 
+# ## The feed-forward module
+#
+# One module for the plain and the gated forms, so that the variants are compared with everything else
+# (dropout, biases, the widths) held the same.
 class FeedForward(nn.Module):
     r"""
     Position-wise feed-forward network, optionally gated.
@@ -106,7 +110,8 @@ class FeedForward(nn.Module):
         hidden = self.activation(self.layer1(x))
         # $$\sigma(x W_1 + b_1) \otimes (x V + c)$$
         #
-        # In the gated variants the activated features scale the value projection element by element.
+        # where $c$ is the bias of `linear_v` (zero with `bias_gate=False`). In the gated variants the
+        # activated features scale the value projection element by element.
         if self.linear_v is not None:
             hidden = hidden * self.linear_v(x)
         # $$\text{Dropout}(h) W_2 + b_2$$

@@ -50,7 +50,8 @@ The layout inside attention is `[batch, heads, seq, d_head]`. There are two ways
 The tests check that the two agree, and that both agree with `torch.nn.MultiheadAttention`.
 
 Masks are boolean with `True` meaning "may attend" (see [masks](/transformers/utils.md)), broadcastable to
-`[batch, heads, seq_q, seq_k]`. A query that may attend to nothing gets a zero output.
+`[batch, heads, seq_q, seq_k]`. A query that may attend to nothing gets a zero attention output (before the
+output projection $W^O$), so the layer returns the output projection's bias for it (zero with `bias=False`).
 
 The experiment (`python -m labml_nn.transformers.mha`) trains a small autoregressive transformer on
 Tiny Shakespeare and draws one head's attention over a sample.
@@ -217,6 +218,11 @@ class MultiHeadAttention(nn.Module):
         # `[seq_q, seq_k]`
         return torch.ones(seq_q, seq_k, dtype=torch.bool, device=device).tril(diagonal=seq_k - seq_q)
 
+    # ### The forward pass
+    #
+    # In order: project into heads, encode positions (nothing here; rotations in subclasses), append to the
+    # cache, build the mask, attend (the fused kernel, or the explicit path when the weights are wanted), and
+    # concatenate the heads and apply $W^O$.
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mask: torch.Tensor | None = None, need_weights: bool = False, *,
                 is_causal: bool = False, cache: KVCache | None = None):

@@ -138,9 +138,9 @@ class Embeddings(nn.Module):
 
 # ## Embeddings with fixed positional encodings
 #
-# $$\text{Embed}(x_t) \sqrt{d_{model}} + PE_t$$
+# $$\text{Embed}(x_t) \sqrt{d_{model}} + \mathrm{PE}_t$$
 #
-# The paper's choice: the [sinusoidal encoding](/transformers/positional_encoding.md) $PE_t$ of position $t$ is
+# The paper's choice: the [sinusoidal encoding](/transformers/positional_encoding.md) $\mathrm{PE}_t$ of position $t$ is
 # added to the scaled token embedding. It has no parameters, so the table is a non-persistent buffer: it is not
 # saved in checkpoints, and it moves with the module to the model's device and dtype.
 class EmbeddingsWithPositionalEncoding(Embeddings):
@@ -166,8 +166,8 @@ class EmbeddingsWithPositionalEncoding(Embeddings):
 #
 # Here the position vectors $P_t$ are parameters, one per position up to `max_len`, learned like the token
 # embeddings. The paper found them about as good as the sinusoids; GPT-2 and BERT use them. They cannot handle a
-# position they were not trained on. They start small, $\mathcal{N}(0, 0.02^2)$ as in GPT-2, so that at first the
-# model sees mostly the tokens.
+# position they were not trained on. They start small, $\mathcal{N}(0, 0.02^2)$ as in nanoGPT and Hugging Face's
+# GPT-2 (OpenAI's GPT-2 code uses a standard deviation of 0.01), so that at first the model sees mostly the tokens.
 class EmbeddingsWithLearnedPositionalEncoding(Embeddings):
     r"""Token embeddings scaled by $\sqrt{d_{model}}$ plus learned position vectors."""
 
@@ -359,8 +359,8 @@ class Generator(nn.Module):
 
 # ## Initialisation
 #
-# The linear layers get Glorot (Xavier) uniform weights, as in the Annotated Transformer and tensor2tensor, and
-# zero biases; layer normalisations start as the identity; embeddings initialise themselves (above). The
+# The linear layers get Glorot (Xavier) uniform weights, as in the Annotated Transformer, and zero biases;
+# layer normalisations keep unit gain and zero bias; embeddings initialise themselves (above). The
 # [configurations](/transformers/configs.md) apply this when they build a model; it is a separate function
 # so that a model assembled by hand keeps whatever initialisation its parts came with.
 def init_linear_xavier_(module: nn.Module) -> None:

@@ -14,8 +14,8 @@ are fixed, not learned:
 
 $$
 \begin{aligned}
-PE_{p,2i} &= \sin\Bigg(\frac{p}{10000^{\frac{2i}{d_{model}}}}\Bigg) \\
-PE_{p,2i + 1} &= \cos\Bigg(\frac{p}{10000^{\frac{2i}{d_{model}}}}\Bigg)
+\mathrm{PE}_{p,2i} &= \sin\Bigg(\frac{p}{10000^{\frac{2i}{d_{model}}}}\Bigg) \\
+\mathrm{PE}_{p,2i + 1} &= \cos\Bigg(\frac{p}{10000^{\frac{2i}{d_{model}}}}\Bigg)
 \end{aligned}
 $$
 
@@ -26,12 +26,12 @@ $2\pi$ (feature pair 0 changes every position) to almost $10000 \cdot 2\pi$ (the
 thousands of positions). Together they work like the hands of a clock: fast hands tell nearby positions
 apart, slow hands tell distant ones apart.
 
-![Heat map of the positional encodings: position down, feature across](/figures/positional_encoding.png)
+![Left, heat map of the positional encodings (64 features, 100 positions): position across, feature down. Right, features 6, 12, 20 and 32, sines of growing wavelength, as functions of the position](/figures/positional_encoding.png)
 
 ## Why sines and cosines: relative positions are linear maps
 
-The paper chose sinusoids because "for any fixed offset $k$, $PE_{p+k}$ can be represented as a linear
-function of $PE_p$". By the angle-addition formulas, for each pair of features
+The paper chose sinusoids because "for any fixed offset $k$, $\mathrm{PE}_{p+k}$ can be represented as a
+linear function of $\mathrm{PE}_p$". By the angle-addition formulas, for each pair of features
 
 $$
 \begin{pmatrix} \sin \omega_i (p + k) \\ \cos \omega_i (p + k) \end{pmatrix}
@@ -41,12 +41,12 @@ $$
 $$
 
 The matrix is a rotation that depends on the offset $k$ but **not on the position $p$**. Stacking one such
-$2 \times 2$ block per pair gives a block-diagonal matrix $M_k$ with $PE_{p+k} = M_k\, PE_p$ for every $p$.
-So a linear layer (a query or key projection) can learn "look $k$ tokens back" once, and it works
+$2 \times 2$ block per pair gives a block-diagonal matrix $M_k$ with $\mathrm{PE}_{p+k} = M_k\, \mathrm{PE}_p$
+for every $p$. So a linear layer (a query or key projection) can learn "look $k$ tokens back" once, and it works
 at every position. A consequence is that the similarity of two encodings depends only on how far apart
 they are:
 
-$$PE_p \cdot PE_{p+k} = \sum_{i} \big(\sin \omega_i p \, \sin \omega_i (p+k) + \cos \omega_i p \, \cos \omega_i (p+k)\big) = \sum_i \cos \omega_i k$$
+$$\mathrm{PE}_p \cdot \mathrm{PE}_{p+k} = \sum_{i} \big(\sin \omega_i p \, \sin \omega_i (p+k) + \cos \omega_i p \, \cos \omega_i (p+k)\big) = \sum_i \cos \omega_i k$$
 
 The same rotations, applied to queries and keys instead of added to the embeddings, are
 [rotary positional embeddings](/transformers/rope/index.md).
@@ -68,12 +68,12 @@ from torch import nn
 
 # ## The encoding table
 #
-# Returns `[max_len, d_model]`: row $p$ is $PE_p$. The angles $p\,\omega_i$ reach `max_len` radians, where
+# Returns `[max_len, d_model]`: row $p$ is $\mathrm{PE}_p$. The angles $p\,\omega_i$ reach `max_len` radians, where
 # a float32 angle is only accurate to about $10^{-4}$, so the table is computed in float64 and rounded to
 # float32 once at the end.
 #
 # An odd `d_model` is rejected: the last feature would be a sine without its cosine, and a lone sine is
-# not a rotation of its earlier values, so $PE_{p+k} = M_k PE_p$ would fail for that feature.
+# not a rotation of its earlier values, so $\mathrm{PE}_{p+k} = M_k \mathrm{PE}_p$ would fail for that feature.
 def get_positional_encoding(d_model: int, max_len: int = 5000) -> torch.Tensor:
     """Sinusoidal positional encodings `[max_len, d_model]` (float32), sine on even and cosine on odd features."""
     if d_model < 2 or d_model % 2 != 0:
@@ -90,9 +90,9 @@ def get_positional_encoding(d_model: int, max_len: int = 5000) -> torch.Tensor:
     # $p\,\omega_i$, `[max_len, 1] * [d_model / 2]` to `[max_len, d_model / 2]`
     angle = position * frequency
     encodings = torch.empty(max_len, d_model, dtype=torch.float64)
-    # $PE_{p,2i} = \sin(p\,\omega_i)$
+    # $\mathrm{PE}_{p,2i} = \sin(p\,\omega_i)$
     encodings[:, 0::2] = torch.sin(angle)
-    # $PE_{p,2i+1} = \cos(p\,\omega_i)$
+    # $\mathrm{PE}_{p,2i+1} = \cos(p\,\omega_i)$
     encodings[:, 1::2] = torch.cos(angle)
     return encodings.float()
 
@@ -100,7 +100,7 @@ def get_positional_encoding(d_model: int, max_len: int = 5000) -> torch.Tensor:
 # ## Adding the encodings to the embeddings
 class PositionalEncoding(nn.Module):
     r"""
-    Adds $PE_p$ to the vector at position $p$ of `[batch, seq, d_model]` and applies dropout, as the paper does
+    Adds $\mathrm{PE}_p$ to the vector at position $p$ of `[batch, seq, d_model]` and applies dropout, as the paper does
     to the sums of the embeddings and the positional encodings.
 
     Arguments:
@@ -139,7 +139,7 @@ class PositionalEncoding(nn.Module):
         # The rows for positions `offset ... offset + seq - 1`, `[seq, d_model]`, in the input's dtype and on
         # its device (a no-op when they already match).
         pe = self.positional_encodings[offset:offset + seq].to(device=x.device, dtype=x.dtype)
-        # $x_p + PE_p$; `[seq, d_model]` broadcasts over the batch.
+        # $x_p + \mathrm{PE}_p$; `[seq, d_model]` broadcasts over the batch.
         return self.dropout(x + pe)
 
 

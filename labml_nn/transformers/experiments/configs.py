@@ -77,7 +77,7 @@ class DecoderOnlyLM(nn.Module):
 #   residual projections (the attention's output and the feed-forward network's second layer), so that the
 #   residual stream's variance does not grow with depth.
 #
-# Biases start at zero and norms at the identity either way.
+# Either way biases start at zero, and layer normalisations keep unit gain and zero bias.
 def init_weights(model: nn.Module, init: str, n_layers: int) -> None:
     if init not in ("xavier", "gpt2"):
         raise ValueError(f"init must be 'xavier' or 'gpt2', got {init!r}")
@@ -133,8 +133,8 @@ def default() -> ConfigsExperiment:
 # * **rotary positions** (`rope`): attention scores depend on the distance between tokens, not on where the
 #   block happens to start, so what the model learns at one offset holds at every other; learned or fixed
 #   absolute positions must learn that invariance from data;
-# * a **SwiGLU** feed-forward network, with `d_ff` shrunk by about $\frac{2}{3}$ so that the model keeps the
-#   baby's parameter count (a gated network has three matrices instead of two);
+# * a **SwiGLU** feed-forward network, with `d_ff` shrunk to about $\frac{2}{3}$ (344 from 512) so that the model
+#   keeps the baby's parameter count (a gated network has three matrices instead of two);
 # * token embeddings **not multiplied by $\sqrt{d_{model}}$**: with the GPT-2 initialisation and tied embeddings
 #   the factor lets the input's gradient drown the output's ([the embeddings](/transformers/models.md#Embeddings));
 # * a **higher peak learning rate**: at this small size and short budget the run is limited by how far the

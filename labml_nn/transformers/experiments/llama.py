@@ -20,9 +20,12 @@ character of [Tiny Shakespeare](/experiments/data.md). It trains with the shared
    `meta_checkpoint/` of the run directory) and loaded back with
    [`Llama.build`](/transformers/llama/generation.md#Llama.build), the same strict loader that reads Meta's
    checkpoints;
-2. it completes a prompt greedily twice, with the [key/value cache](/transformers/llama/index.md#KVCache) and by
-   [recomputing the whole prefix](/transformers/llama/generation.md#generate_without_cache) at every step; the result
-   has both speeds (`tokens_per_s`) and whether the two gave the same tokens (they should);
+2. it completes a prompt greedily with the [key/value cache](/transformers/llama/index.md#KVCache) and by
+   [recomputing the whole prefix](/transformers/llama/generation.md#generate_without_cache) at every step: one
+   untimed warm-up (first calls pay for memory allocation and kernel selection), then 3 rounds alternating the
+   two, so that drifts in the machine's speed hit both alike. `result["generation"]` has the medians as
+   `cached_tokens_per_s` and `uncached_tokens_per_s`, their ratio `cache_speedup`, and `greedy_outputs_equal`,
+   whether the two gave the same tokens (they should);
 3. it samples a longer text with temperature and nucleus sampling, written to `sample.txt`.
 
 With `--ckpt-dir` nothing is trained: the checkpoint (and the `tokenizer.model` beside it, or `--tokenizer-path`)

@@ -12,9 +12,9 @@ python -m labml_nn.transformers.positional_encoding --variants fixed none --max-
 ```
 
 The experiment first draws the [sinusoidal encodings](/transformers/positional_encoding.md) (`encoding.png`): the
-table $PE$ itself, and the dot products $PE_p \cdot PE_q$ of every pair of positions, which depend only on
-$p - q$ (every diagonal of the matrix is constant), the property that makes relative positions easy to attend
-to.
+table $\mathrm{PE}$ itself, and the dot products $\mathrm{PE}_p \cdot \mathrm{PE}_q$ of every pair of positions,
+which depend only on $p - q$ (every diagonal of the matrix is constant), the property that makes relative
+positions easy to attend to.
 
 Then it trains one [decoder-only language model](/transformers/experiments/configs.md#DecoderOnlyLM) at
 [the baby size](/experiments/char_lm.md#baby_model) three times, changing only how it learns where each character
@@ -74,8 +74,8 @@ def tiny() -> PositionalEncodingExperiment:
 
 # ## The encodings, drawn
 #
-# Left, $PE$ `[positions, d_model]`; right, $PE\, PE^\top$ `[positions, positions]`, whose entry $(p, q)$ is
-# $\sum_i \cos \omega_i (p - q)$.
+# Left, $\mathrm{PE}$ `[positions, d_model]`; right, $\mathrm{PE}\, \mathrm{PE}^\top$ `[positions, positions]`,
+# whose entry $(p, q)$ is $\sum_i \cos \omega_i (p - q)$.
 def plot_encoding(d_model: int, positions: int, path) -> None:
     from matplotlib.figure import Figure
 

@@ -211,7 +211,7 @@ class RMSNorm(nn.Module):
 # the base $\theta = 500000$ where the RoPE paper used $10000$, to have more slow pairs for its long context.
 def rope_frequencies(dim: int, theta: float, use_scaled: bool, device: torch.device | str | None = None
                      ) -> torch.Tensor:
-    """The `dim // 2` rotary frequencies $\\theta_i$ in float32, scaled as in Llama 3.1 when `use_scaled`."""
+    r"""The `dim // 2` rotary frequencies $\theta_i$ in float32, scaled as in Llama 3.1 when `use_scaled`."""
     if dim < 2 or dim % 2 != 0:
         raise ValueError(f"dim must be a positive even integer, got {dim}")
     # $$\theta_i = \theta^{-2i/d}$$
@@ -261,7 +261,7 @@ def apply_scaling(freqs: torch.Tensor, scale_factor: float = 8.0, low_freq_facto
 #
 # a complex `[end, dim / 2]` table.
 def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0, use_scaled: bool = False) -> torch.Tensor:
-    """The complex64 rotations $e^{i m \\theta_i}$ for positions `0 .. end - 1`, `[end, dim // 2]`."""
+    r"""The complex64 rotations $e^{i m \theta_i}$ for positions `0 .. end - 1`, `[end, dim // 2]`."""
     return _freqs_cis(rope_frequencies(dim, theta, use_scaled), torch.arange(end, dtype=torch.float32))
 
 

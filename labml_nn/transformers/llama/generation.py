@@ -47,7 +47,7 @@ class ChatPrediction(TypedDict):
 # most likely tokens whose probabilities add up to at least $p$, renormalised. It cuts off the long tail of
 # unlikely tokens, each improbable but together likely enough to derail a long generation, while keeping as
 # many candidates as the model is unsure between. A token is kept when the tokens ranked above it hold
-# less than $p$ of the probability, so the most likely token is always kept.
+# at most $p$ of the probability, so the most likely token is always kept.
 def sample_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
     """Sample one token per row of `probs` `[batch, vocab]` from its top-`p` nucleus; returns `[batch]`."""
     # `[batch, vocab]`, most likely first
@@ -100,6 +100,10 @@ def save_checkpoint(model: Transformer, ckpt_dir: str | Path) -> None:
                ckpt_dir / "consolidated.00.pth")
 
 
+# ## The Llama class: loading and generating
+#
+# A model and its tokenizer, with Meta's interface: `Llama.build` loads a checkpoint, `generate` works on
+# token ids with a key/value cache, and `text_completion` and `chat_completion` on text.
 class Llama:
     """
     A [`Transformer`](/transformers/llama/index.md#Transformer), `.model`, and an optional
@@ -111,7 +115,7 @@ class Llama:
         self.tokenizer = tokenizer
         self.formatter = ChatFormat(tokenizer) if tokenizer is not None else None
 
-    # ## Loading a checkpoint
+    # ### Loading a checkpoint
     #
     # * The weights are read with `torch.load(weights_only=True)`, which unpickles only tensors and plain
     #   containers, never arbitrary objects, so a checkpoint from elsewhere cannot run code; and with
@@ -177,7 +181,7 @@ class Llama:
             return torch.float16
         return torch.bfloat16
 
-    # ### Matching the checkpoint against the model
+    # #### Matching the checkpoint against the model
     #
     # `load_state_dict(strict=True)` would catch these mismatches too, but its message names neither the file
     # nor the likely culprit; so we check first and say which tensor is wrong, and which fields of
@@ -206,7 +210,7 @@ class Llama:
                 raise ValueError(f"{ckpt_path}: tensor {name!r} has dtype {state[name].dtype}, expected floating point")
         return state
 
-    # ## Generation
+    # ### Generation
     #
     # The prompts have different lengths. As in Meta's code they are laid out left-aligned in one
     # `[batch, total_len]` tensor, and decoding starts at the end of the *shortest* prompt: the first call runs
@@ -299,7 +303,7 @@ class Llama:
                 raise ValueError(f"prompt {row} must be a list of token ids in [0, {params.vocab_size}), "
                                  f"got {prompt!r}")
 
-    # ## Text in, text out
+    # ### Text in, text out
     #
     # With a tokenizer, prompts are encoded with `<|begin_of_text|>` first, and the completions decoded.
     # `max_gen_len` defaults to as many tokens as fit in `max_seq_len` after the longest prompt.

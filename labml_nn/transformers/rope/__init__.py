@@ -51,8 +51,8 @@ $$\theta_i = \text{base}^{-\frac{2i}{d}}, \quad i = 0, 1, \dots, \frac{d}{2} - 1
 
 Fast-turning pairs resolve nearby positions, slow-turning ones distant positions. The whole map is a
 block-diagonal rotation $R^d_{\Theta, m}$, and the score of query $m$ and key $n$ is
-$q^\top R^d_{\Theta, n - m}\, k$. (Llama 3 uses $\text{base} = 500000$ and stretches the low frequencies for
-long contexts, see [Llama](/transformers/llama/index.md).)
+$q^\top R^d_{\Theta, n - m}\, k$. (Llama 3 uses $\text{base} = 500000$, and Llama 3.1 also stretches the low
+frequencies for long contexts, see [Llama](/transformers/llama/index.md).)
 
 ![Pairs of features rotating with position, and the query-key score as a function of relative position](/figures/rope_rotation.png)
 
@@ -90,6 +90,10 @@ from torch import nn
 from labml_nn.transformers.mha import MultiHeadAttention
 
 
+# ## Rotating queries and keys
+#
+# The rotation itself, as a module without parameters: attention calls it on the queries and on the keys
+# (never the values), so only the scores learn where the tokens are.
 class RotaryPositionalEmbeddings(nn.Module):
     r"""
     Rotates pairs of the first `d` features of queries or keys by angles proportional to their positions.
@@ -114,11 +118,12 @@ class RotaryPositionalEmbeddings(nn.Module):
         self.base = base
         self.interleaved = interleaved
 
-    # ### The angles $m \theta_i$
+    # ### The angles
     #
-    # `[seq, d / 2]`, for positions $m$ = `offset ... offset + seq - 1`. They are computed in float32 (or
-    # float64 for float64 inputs) whatever the input's dtype: the angles grow with the position, and
-    # bfloat16 numbers between 512 and 1024 are 4 apart, so position 1001 would be rotated as if it were 1000.
+    # The angles $m\theta_i$, `[seq, d / 2]`, for positions $m$ = `offset ... offset + seq - 1`. They are
+    # computed in float32 (or float64 for float64 inputs) whatever the input's dtype: the angles grow with the
+    # position, and bfloat16 numbers between 512 and 1024 are 4 apart, so position 1001 would be rotated as if
+    # it were 1000.
     def angles(self, seq: int, offset: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         # $$\theta_i = \text{base}^{-\frac{2i}{d}}$$
         #
@@ -129,6 +134,10 @@ class RotaryPositionalEmbeddings(nn.Module):
         # $m \theta_i$, `[seq, d / 2]`
         return torch.outer(position, theta)
 
+    # ### Rotating the pairs
+    #
+    # Each pair of features is rotated by its angle $m\theta_i$, in float32 at least, and the features past
+    # the first `d` pass through unchanged.
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """
         Arguments:
