@@ -2,10 +2,11 @@
 
 The GPT experiment's `baby` preset is nanoGPT's recipe for a CPU. A single run's validation loss moves by a
 hundredth or two with the seed, so one number says little about a model. This script trains, for each seed, the
-`labml_nn` GPT and a replica of nanoGPT's model (`model.py` with `bias=False`, its default: no biases in the
-linear layers and layer norms, GPT-2's initialisation, weight decay on every matrix including the embeddings)
-with the same trainer, data, batches and schedule, and prints both validation losses, their means and the paired
-differences.
+`labml_nn` GPT of the `baby` preset (GPT-2's initialisation with the standard deviation scaled to the width,
+1/sqrt(d_model)) and a replica of nanoGPT's model (`model.py` with `bias=False`, its default: no biases in the
+linear layers and layer norms, GPT-2's initialisation with 0.02, weight decay on every matrix including the
+embeddings) with the same trainer, data, batches and schedule, and prints both validation losses, their means
+and the paired differences.
 
     python benchmarks/gpt_quality.py                    # seeds 0, 1, 2: about 10 minutes on 2 CPU cores
     python benchmarks/gpt_quality.py --seeds 0 1 2 3 4
@@ -105,7 +106,7 @@ def main() -> None:
         trainer = replace(trainer, max_steps=3, batch_size=4, warmup=1, eval_iters=2, checkpoint_every=0)
     context = model.max_len
     candidates = {
-        "labml_nn GPT": lambda n_vocab: build_model(model, n_vocab),
+        "labml_nn GPT": lambda n_vocab: build_model(model, n_vocab, preset.init_std),
         "nanoGPT": lambda n_vocab: NanoGPT(n_vocab, model.max_len, model.n_layers, model.d_model, model.n_heads,
                                            model.d_ff),
     }

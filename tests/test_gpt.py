@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from labml_nn.transformers.configs import TransformerConfigs
-from labml_nn.transformers.gpt import GPT, sample, top_k_filter, top_p_filter
+from labml_nn.transformers.gpt import GPT, sample, small_init_std, top_k_filter, top_p_filter
 
 POSITIONALS = ["learned", "fixed", "rope", "none"]
 
@@ -155,22 +155,55 @@ def test_parameter_count_matches_the_formula(positional, activation):
     assert sum(p.numel() for p in GPT(c).parameters()) == expected
 
 
-def test_initialisation_is_gpt2s():
+@pytest.mark.parametrize("init_std", [None, 0.0625])
+def test_initialisation_is_gpt2s(init_std):
     c = tiny_configs(n_layers=4, d_model=256, d_ff=1024, n_src_vocab=500, max_len=64)
-    model = GPT(c)
-    residual_std = 0.02 / math.sqrt(2 * c.n_layers)
+    model = GPT(c) if init_std is None else GPT(c, init_std=init_std)
+    std = 0.02 if init_std is None else init_std
+    residual_std = std / math.sqrt(2 * c.n_layers)
     for layer in model.encoder.layers:
         attention, ff = layer.self_attn, layer.feed_forward
         for linear in (attention.query, attention.key, attention.value, ff.layer1):
-            assert linear.weight.std().item() == pytest.approx(0.02, rel=0.05)
+            assert linear.weight.std().item() == pytest.approx(std, rel=0.05)
             assert torch.all(linear.bias == 0)
         for linear in (attention.output, ff.layer2):
             assert linear.weight.std().item() == pytest.approx(residual_std, rel=0.05)
             assert torch.all(linear.bias == 0)
         for norm in (layer.norm_self_attn, layer.norm_ff):
             assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
-    assert model.embed.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.embed.embeddings.weight.std().item() == pytest.approx(std, rel=0.05)
+    # Learned positions keep their own start, whatever the scale of the rest.
     assert model.embed.positional_encodings.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_small_init_is_glorot_of_the_first_feed_forward_layer():
+    # Glorot's std for a d -> 4d matrix, from torch's own fan computation; at GPT-2's width it is about 0.02.
+    for d in (64, 128, 768):
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(4 * d, d))
+        assert small_init_std(d) == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=1e-12)
+    assert small_init_std(768) == pytest.approx(0.02, abs=0.003)
+
+
+def test_decoder_only_lm_initialises_like_the_gpt():
+    # The configurations' language model with init="gpt2" draws the same weights as the GPT, at any std.
+    from labml_nn.transformers.experiments.configs import DecoderOnlyLM
+    c = tiny_configs(n_layers=3, d_model=64, d_ff=256, n_src_vocab=50)
+    torch.manual_seed(0)
+    gpt = GPT(c, init_std=0.07)
+    torch.manual_seed(0)
+    lm = DecoderOnlyLM(c, tie_embeddings=True, init="gpt2", init_std=0.07)
+    for layer, other in zip(gpt.encoder.layers, lm.encoder.layers):
+        for a, b in ((layer.self_attn.query, other.self_attn.query), (layer.self_attn.output, other.self_attn.output),
+                     (layer.feed_forward.layer2, other.feed_forward.layer2)):
+            assert a.weight.std().item() == pytest.approx(b.weight.std().item(), rel=0.1)
+    assert lm.embed.embeddings.weight.std().item() == pytest.approx(0.07, rel=0.05)
+    assert lm.encoder.layers[0].self_attn.output.weight.std().item() == pytest.approx(0.07 / math.sqrt(6), rel=0.1)
+
+
+@pytest.mark.parametrize("init_std", [0, -0.1, float("nan"), float("inf"), True, "0.02"])
+def test_bad_init_std_is_rejected(init_std):
+    with pytest.raises(ValueError, match="init_std"):
+        GPT(tiny_configs(), init_std=init_std)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])

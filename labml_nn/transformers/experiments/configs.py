@@ -36,7 +36,8 @@ from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context
 from labml_nn.experiments.cli import run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
-from labml_nn.transformers.models import Generator
+from labml_nn.transformers.gpt import check_init_std, init_gpt2_, small_init_std
+from labml_nn.transformers.models import Generator, init_linear_xavier_
 
 
 # ## A decoder-only language model from a configuration
@@ -49,12 +50,12 @@ class DecoderOnlyLM(nn.Module):
     """The language model `configs` describes; the vocabulary is `configs.n_src_vocab`."""
 
     def __init__(self, configs: TransformerConfigs, tie_embeddings: bool = True,
-                 init: Literal["xavier", "gpt2"] = "gpt2"):
+                 init: Literal["xavier", "gpt2"] = "gpt2", init_std: float = 0.02):
         super().__init__()
         self.embed = configs.build_src_embed()
         self.encoder = configs.build_encoder()
         self.generator = Generator(configs.n_src_vocab, configs.d_model)
-        init_weights(self, init, configs.n_layers)
+        init_weights(self, init, init_std)
         # With tied embeddings the output layer's weight *is* the token embedding table (see the
         # [GPT](/transformers/gpt/index.md) for why this helps).
         if tie_embeddings:
@@ -72,29 +73,20 @@ class DecoderOnlyLM(nn.Module):
 # ## Initialisation
 #
 # * `xavier`: Glorot-uniform linear weights, as the encoder-decoder of the paper is built
-#   ([`init_linear_xavier_`](/transformers/models.md#init_linear_xavier_)).
-# * `gpt2`: $\mathcal{N}(0, 0.02^2)$ for linear and embedding weights, and $0.02 / \sqrt{2L}$ for the layers'
-#   residual projections (the attention's output and the feed-forward network's second layer), so that the
-#   residual stream's variance does not grow with depth.
+#   ([`init_linear_xavier_`](/transformers/models.md#init_linear_xavier_)); embeddings keep their own.
+# * `gpt2`: [GPT-2's](/transformers/gpt/index.md#init_gpt2_), $\mathcal{N}(0, \sigma^2)$ for linear and embedding
+#   weights with $\sigma$ = `init_std`, and $\sigma / \sqrt{2L}$ for the layers' residual projections (the
+#   attention's output and the feed-forward network's second layer), so that the residual stream's variance
+#   does not grow with depth.
 #
 # Either way biases start at zero, and layer normalisations keep unit gain and zero bias.
-def init_weights(model: nn.Module, init: str, n_layers: int) -> None:
-    if init not in ("xavier", "gpt2"):
+def init_weights(model: "DecoderOnlyLM", init: str, init_std: float = 0.02) -> None:
+    if init == "xavier":
+        init_linear_xavier_(model)
+    elif init == "gpt2":
+        init_gpt2_(model, model.encoder.layers, init_std)
+    else:
         raise ValueError(f"init must be 'xavier' or 'gpt2', got {init!r}")
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            if init == "xavier":
-                nn.init.xavier_uniform_(module.weight)
-            else:
-                nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding) and init == "gpt2":
-            nn.init.normal_(module.weight, std=0.02)
-    if init == "gpt2":
-        for layer in model.encoder.layers:
-            nn.init.normal_(layer.self_attn.output.weight, std=0.02 / (2 * n_layers) ** 0.5)
-            nn.init.normal_(layer.feed_forward.layer2.weight, std=0.02 / (2 * n_layers) ** 0.5)
 
 
 # ## Configuration
@@ -109,6 +101,8 @@ class ConfigsExperiment:
     """Share the token embedding table with the output layer."""
     init: Literal["xavier", "gpt2"] = "gpt2"
     """Weight initialisation."""
+    init_std: float = 0.02
+    """Standard deviation of the gpt2 initialisation (GPT-2's 0.02; 1/sqrt(d_model) suits narrow models)."""
     sample_tokens: int = 300
     """Characters to sample after training (0 for none)."""
     temperature: float = 0.8
@@ -118,6 +112,7 @@ class ConfigsExperiment:
         check_context(self.context, self.model.max_len)
         if self.sample_tokens < 0:
             raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
+        check_init_std(self.init_std)
 
 
 # ## Presets
@@ -138,14 +133,17 @@ def default() -> ConfigsExperiment:
 # * token embeddings **not multiplied by $\sqrt{d_{model}}$**: with the GPT-2 initialisation and tied embeddings
 #   the factor lets the input's gradient drown the output's ([the embeddings](/transformers/models.md#Embeddings));
 # * a **higher peak learning rate**: at this small size and short budget the run is limited by how far the
-#   weights can move, not by stability.
+#   weights can move, not by stability;
+# * initial weights **scaled to the width**, the "small init" $\sigma = \sqrt{2 / (5\, d_{model})}$ rather than
+#   GPT-2's 0.02, which is right for GPT-2's width, 768, and too small at 128
+#   ([the GPT's initialisation](/transformers/gpt/index.md#initialisation)).
 def best() -> ConfigsExperiment:
     """The baby size, parameter count and budget with the best choices found."""
     config = ConfigsExperiment()
     return replace(config,
                    model=replace(config.model, positional="rope", ffn_activation="swiglu", d_ff=344,
                                  scale_embeddings=False),
-                   trainer=replace(config.trainer, lr=2e-3))
+                   trainer=replace(config.trainer, lr=2e-3), init_std=small_init_std(config.model.d_model))
 
 
 # ## The experiment
@@ -154,7 +152,8 @@ def train(config: ConfigsExperiment, run: Run) -> dict:
         if config.model.n_src_vocab is not None and config.model.n_src_vocab != n_vocab:
             raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
                              f"got {config.model.n_src_vocab}")
-        return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab), config.tie_embeddings, config.init)
+        return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab), config.tie_embeddings, config.init,
+                             config.init_std)
 
     model, tokenizer, result = train_char_lm(build_model, config.trainer, run, config.context)
     if config.sample_tokens and run.is_main:

@@ -29,7 +29,10 @@ Two presets (all the numbers live in them, below):
   so few steps.
 
 Both are GPT-2's architecture: learned positions, GELU, and token embeddings that are not multiplied by
-$\sqrt{d_{model}}$ ([why](/transformers/gpt/index.md)).
+$\sqrt{d_{model}}$ ([why](/transformers/models.md#Embeddings)). They differ in the scale of the initial
+weights: `default` keeps GPT-2's $\sigma = 0.02$, as nanoGPT does; `baby`, whose width is 128 rather than
+GPT-2's 768 or more, takes the "small init" $\sigma = \sqrt{2 / (5\, d_{model})}$, which is GPT-2's 0.02 at
+GPT-2's width ([why](/transformers/gpt/index.md#initialisation)).
 
 The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, loss plot, checkpoint),
 `tokenizer.json`, `sample.txt` and `result.json`. The options are described in
@@ -42,7 +45,7 @@ from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context
 from labml_nn.experiments.cli import run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
-from labml_nn.transformers.gpt import GPT
+from labml_nn.transformers.gpt import GPT, check_init_std, small_init_std
 
 
 # ## Configuration
@@ -61,6 +64,8 @@ class GPTExperiment:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         max_steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100, betas=(0.9, 0.99), weight_decay=0.1,
         clip=1.0, eval_every=250, eval_iters=200))
+    init_std: float = 0.02
+    """Standard deviation of the initial weights (GPT-2's 0.02; the baby preset takes sqrt(2 / (5 d_model)))."""
     context: int = 256
     """Characters per training sequence (at most the model's max_len)."""
     sample_tokens: int = 500
@@ -72,6 +77,7 @@ class GPTExperiment:
 
     def __post_init__(self):
         check_context(self.context, self.model.max_len)
+        check_init_std(self.init_std)
         if self.sample_tokens < 0:
             raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
         if not self.prompt:
@@ -85,18 +91,19 @@ def default() -> GPTExperiment:
 
 
 def baby() -> GPTExperiment:
-    """nanoGPT's CPU recipe: 4 layers of width 128, context 64, 2,000 steps."""
-    return GPTExperiment(model=baby_model(**GPT2_CHOICES), trainer=baby_trainer(), context=64)
+    """nanoGPT's CPU recipe: 4 layers of width 128, context 64, 2,000 steps; initial weights scaled to the width."""
+    model = baby_model(**GPT2_CHOICES)
+    return GPTExperiment(model=model, init_std=small_init_std(model.d_model), trainer=baby_trainer(), context=64)
 
 
 # ## The model
 #
 # The configuration with the vocabulary of the text filled in.
-def build_model(config: TransformerConfigs, n_vocab: int) -> GPT:
+def build_model(config: TransformerConfigs, n_vocab: int, init_std: float = 0.02) -> GPT:
     if config.n_src_vocab is not None and config.n_src_vocab != n_vocab:
         raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
                          f"got {config.n_src_vocab}")
-    return GPT(replace(config, n_src_vocab=n_vocab))
+    return GPT(replace(config, n_src_vocab=n_vocab), init_std)
 
 
 # ## The experiment
@@ -104,8 +111,8 @@ def build_model(config: TransformerConfigs, n_vocab: int) -> GPT:
 # Train, then sample from the trained model with the key/value cache of
 # [`GPT.generate`](/transformers/gpt/index.md#GPT.generate).
 def train(config: GPTExperiment, run: Run) -> dict:
-    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab), config.trainer,
-                                             run, config.context)
+    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab, config.init_std),
+                                             config.trainer, run, config.context)
     if config.sample_tokens and run.is_main:
         sample = generate_text(model, tokenizer, config.prompt, config.sample_tokens, config.context,
                                config.temperature, seed=run.seed)

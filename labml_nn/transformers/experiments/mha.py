@@ -41,8 +41,8 @@ from labml_nn.experiments.cli import run_experiment
 from labml_nn.experiments.data import load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
-from labml_nn.transformers.experiments.gpt import GPT2_CHOICES, build_model
-from labml_nn.transformers.gpt import GPT
+from labml_nn.transformers.experiments.gpt import GPT2_CHOICES, baby, build_model
+from labml_nn.transformers.gpt import GPT, check_init_std
 
 
 # ## Configuration
@@ -50,6 +50,8 @@ from labml_nn.transformers.gpt import GPT
 class MHAExperiment:
     """A small GPT on Tiny Shakespeare, then its attention weights over a validation sample."""
     model: TransformerConfigs = field(default_factory=lambda: baby_model(**GPT2_CHOICES))
+    init_std: float = field(default_factory=lambda: baby().init_std)
+    """Standard deviation of the initial weights, as in the GPT's baby preset (sqrt(2 / (5 d_model)))."""
     trainer: TrainerConfig = field(default_factory=baby_trainer)
     context: int = 64
     """Characters per training sequence and of the sample whose attention is drawn."""
@@ -60,6 +62,7 @@ class MHAExperiment:
 
     def __post_init__(self):
         check_context(self.context, self.model.max_len)
+        check_init_std(self.init_std)
         if not 0 <= self.head_layer < self.model.n_layers:
             raise ValueError(f"head_layer must be in [0, n_layers={self.model.n_layers}), got {self.head_layer}")
         if not 0 <= self.head < self.model.n_heads:
@@ -163,8 +166,8 @@ def plot_head(weights: torch.Tensor, text: str, title: str, path) -> None:
 # Train the GPT as the [GPT experiment](/transformers/experiments/gpt.md) does, then measure and draw its heads on
 # the sample.
 def train(config: MHAExperiment, run: Run) -> dict:
-    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab), config.trainer, run,
-                                             config.context)
+    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config.model, n_vocab, config.init_std),
+                                             config.trainer, run, config.context)
     data = load_tiny_shakespeare(run.data_dir)
     # The first characters of the validation text, `[1, context]`
     tokens = data.val[:config.context][None].to(run.device)
