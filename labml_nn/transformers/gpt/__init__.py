@@ -298,8 +298,6 @@ class GPT(nn.Module):
                 hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
 
 
-# <a id="sampling"></a>
-#
 # ## GPT-2's initialisation
 #
 # By module type: $\mathcal{N}(0, \sigma^2)$ for every linear and embedding weight, zero biases, unit gain and
@@ -342,6 +340,8 @@ def check_init_std(std: float) -> None:
         raise ValueError(f"init_std must be a positive number, got {std!r}")
 
 
+# <a id="sampling"></a>
+#
 # ## Sampling
 #
 # The model gives logits $z_w$ for every token $w$ of the vocabulary. Three knobs shape the distribution the

@@ -264,8 +264,9 @@ class Llama:
                 next_token = sample_top_p(torch.softmax(logits / temperature, dim=-1), top_p)
             else:
                 next_token = logits.argmax(dim=-1)
-            # Rows still reading their prompt keep the prompt's token.
-            next_token = torch.where(is_prompt[:, cur_pos], tokens[:, cur_pos], next_token)
+            # Rows still reading their prompt keep the prompt's token (once the longest prompt is read, none is).
+            if cur_pos < max_prompt_len:
+                next_token = torch.where(is_prompt[:, cur_pos], tokens[:, cur_pos], next_token)
             tokens[:, cur_pos] = next_token
             prev_pos = cur_pos
             if stop_tokens is not None:
