@@ -16,7 +16,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
 
 
-def close(actual, expected, dtype):
+def assert_close_within(actual, expected, dtype):
+    """Assert `actual` equals `expected` within the tolerance of `dtype`, compared in float64."""
     tol = TOLERANCE[dtype]
     torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=tol, atol=tol)
 
@@ -61,13 +62,13 @@ def half_permutation(d: int) -> torch.Tensor:
 def test_interleaved_equals_complex_formulation_float64(d, d_head, offset, base):
     x = torch.randn(2, 3, 9, d_head, dtype=torch.float64)
     rope = RotaryPositionalEmbeddings(d, base=base, interleaved=True)
-    close(rope(x, offset=offset), complex_rope_interleaved(x, d, offset, base), torch.float64)
+    assert_close_within(rope(x, offset=offset), complex_rope_interleaved(x, d, offset, base), torch.float64)
 
 
 @pytest.mark.parametrize("d,d_head,offset", [(16, 16, 0), (8, 12, 5)])
 def test_half_equals_complex_formulation_float64(d, d_head, offset):
     x = torch.randn(2, 3, 9, d_head, dtype=torch.float64)
-    close(RotaryPositionalEmbeddings(d)(x, offset=offset), complex_rope_half(x, d, offset), torch.float64)
+    assert_close_within(RotaryPositionalEmbeddings(d)(x, offset=offset), complex_rope_half(x, d, offset), torch.float64)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -91,7 +92,7 @@ def test_low_precision_output_close_to_float32(dtype):
     rope = RotaryPositionalEmbeddings(16)
     out = rope(x.to(dtype), offset=2000)
     assert out.dtype == dtype
-    close(out, rope(x, offset=2000), dtype)
+    assert_close_within(out, rope(x, offset=2000), dtype)
 
 
 @pytest.mark.parametrize("interleaved", [False, True])
@@ -103,8 +104,8 @@ def test_rotation_preserves_norms_of_each_pair(interleaved):
         pair_norms = lambda t: t.unflatten(-1, (d // 2, 2)).norm(dim=-1)  # noqa: E731
     else:
         pair_norms = lambda t: torch.stack([t[..., :d // 2], t[..., d // 2:]], dim=-1).norm(dim=-1)  # noqa: E731
-    close(pair_norms(out), pair_norms(x), torch.float64)
-    close(out.norm(dim=-1), x.norm(dim=-1), torch.float64)
+    assert_close_within(pair_norms(out), pair_norms(x), torch.float64)
+    assert_close_within(out.norm(dim=-1), x.norm(dim=-1), torch.float64)
     # ... and the rotation really moves the vectors
     assert (out - x).abs().max() > 0.1
 
@@ -141,7 +142,7 @@ def test_half_equals_interleaved_after_permutation(d, d_head):
     perm = torch.cat([half_permutation(d), torch.arange(d, d_head)])
     half = RotaryPositionalEmbeddings(d)(x[..., perm], offset=3)
     interleaved = RotaryPositionalEmbeddings(d, interleaved=True)(x, offset=3)
-    close(half, interleaved[..., perm], torch.float64)
+    assert_close_within(half, interleaved[..., perm], torch.float64)
     # The two pairings are genuinely different maps.
     assert (RotaryPositionalEmbeddings(d)(x) - RotaryPositionalEmbeddings(d, interleaved=True)(x)).abs().max() > 0.1
 
@@ -155,7 +156,7 @@ def test_permuting_query_and_key_weights_moves_a_model_between_pairings():
     def scores(rope, wq, wk):
         return rope(x @ wq) @ rope(x @ wk).transpose(-2, -1)
 
-    close(scores(RotaryPositionalEmbeddings(d_head), wq[:, perm], wk[:, perm]),
+    assert_close_within(scores(RotaryPositionalEmbeddings(d_head), wq[:, perm], wk[:, perm]),
           scores(RotaryPositionalEmbeddings(d_head, interleaved=True), wq, wk), torch.float64)
 
 
@@ -173,7 +174,7 @@ def test_offset_equals_slicing_a_longer_sequence(interleaved):
     x = torch.randn(2, 3, 30, 14, dtype=torch.float64)
     full = rope(x)
     for start, end in [(0, 5), (12, 13), (17, 30)]:
-        close(rope(x[:, :, start:end], offset=start), full[:, :, start:end], torch.float64)
+        assert_close_within(rope(x[:, :, start:end], offset=start), full[:, :, start:end], torch.float64)
 
 
 def test_position_zero_is_identity_and_input_is_not_modified():
@@ -243,8 +244,8 @@ def test_attention_matches_written_out_reference(rope_percentage):
     mha = RotaryPEMultiHeadAttention(4, 32, rope_percentage=rope_percentage).double()
     x = torch.randn(2, 9, 32, dtype=torch.float64)
     expected = reference_attention(mha, x, mha.rope.d)
-    close(mha(x, x, x, is_causal=True), expected, torch.float64)
-    close(mha(x, x, x, need_weights=True, is_causal=True)[0], expected, torch.float64)
+    assert_close_within(mha(x, x, x, is_causal=True), expected, torch.float64)
+    assert_close_within(mha(x, x, x, need_weights=True, is_causal=True)[0], expected, torch.float64)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -255,12 +256,12 @@ def test_fast_path_equals_explicit_path(device, dtype):
     fast = mha(x, x, x, is_causal=True)
     explicit, attn = mha(x, x, x, need_weights=True, is_causal=True)
     assert fast.dtype == dtype
-    close(fast, explicit, dtype)
+    assert_close_within(fast, explicit, dtype)
     # With an explicit boolean causal mask instead of the flag
     causal = torch.ones(13, 13, dtype=torch.bool, device=device).tril()
-    close(mha(x, x, x, mask=causal), explicit, dtype)
+    assert_close_within(mha(x, x, x, mask=causal), explicit, dtype)
     # Against the float64 reference
-    close(fast, reference_attention(mha, x, mha.rope.d), dtype)
+    assert_close_within(fast, reference_attention(mha, x, mha.rope.d), dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -274,11 +275,11 @@ def test_cached_decoding_equals_full_forward(device, dtype):
     chunks = [x[:, :prompt]] + [x[:, i:i + 1] for i in range(prompt, seq)]
     outputs = [mha(chunk, chunk, chunk, is_causal=True, cache=cache) for chunk in chunks]
     assert cache.length == seq
-    close(torch.cat(outputs, dim=1), full, dtype)
+    assert_close_within(torch.cat(outputs, dim=1), full, dtype)
     # The explicit path with a cache agrees too.
     cache = KVCache(batch, mha.heads, seq, mha.d_head, dtype=dtype, device=device)
     outputs = [mha(chunk, chunk, chunk, need_weights=True, is_causal=True, cache=cache)[0] for chunk in chunks]
-    close(torch.cat(outputs, dim=1), full, dtype)
+    assert_close_within(torch.cat(outputs, dim=1), full, dtype)
 
 
 def test_attention_gradients_flow():

@@ -168,6 +168,10 @@ def synchronize(device: torch.device) -> None:
 
 
 # ## Training and generating
+#
+# The [shared trainer](/experiments/trainer.md) fits the model to random blocks of `context` characters, with the
+# tokenizer kept in its checkpoints so that a resumed run decodes the same way. Only the main process of a
+# multi-process run goes on to save, time and sample.
 def train(config: LlamaExperiment, run: Run) -> dict:
     if config.ckpt_dir is not None:
         return complete_with_checkpoint(config, run)
@@ -184,6 +188,7 @@ def train(config: LlamaExperiment, run: Run) -> dict:
     save_checkpoint(trainer.model, ckpt_dir)
     llama = Llama.build(ckpt_dir, max_seq_len=trainer.model.params.max_seq_len, max_batch_size=1, device=run.device)
 
+    # Greedy generation timed with and without the cache, then a sample with temperature and nucleus sampling.
     prompt_tokens = tokenizer.encode(config.prompt).tolist()
     result["generation"] = time_generation(llama, prompt_tokens, config.gen_tokens)
     sample = llama.generate([prompt_tokens], config.gen_tokens, temperature=config.temperature, top_p=config.top_p)[0]
