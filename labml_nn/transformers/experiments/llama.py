@@ -24,8 +24,10 @@ character of [Tiny Shakespeare](/experiments/data.md). It trains with the shared
    [recomputing the whole prefix](/transformers/llama/generation.md#generate_without_cache) at every step: one
    untimed warm-up (first calls pay for memory allocation and kernel selection), then 3 rounds alternating the
    two, so that drifts in the machine's speed hit both alike. `result["generation"]` has the speeds of the
-   fastest rounds as `cached_tokens_per_s` and `uncached_tokens_per_s`, their ratio `cache_speedup`, and
-   `greedy_outputs_equal`, whether the two gave the same tokens (they should);
+   fastest rounds as `cached_tokens_per_s` and `uncached_tokens_per_s`, their ratio `cache_speedup`,
+   `greedy_outputs_equal`, whether the two gave the same tokens (they should), and `cpu_threads`, torch's
+   thread count (on a CPU, recomputation's larger matrix products spread over the threads and a cached step's
+   are too small to split, so the ratio is lower with more threads);
 3. it samples a longer text with temperature and nucleus sampling, written to `sample.txt`.
 
 With `--ckpt-dir` nothing is trained: the checkpoint (and the `tokenizer.model` beside it, or `--tokenizer-path`)
@@ -159,6 +161,7 @@ def time_generation(llama: Llama, prompt_tokens: list[int], gen_tokens: int, rou
         "uncached_tokens_per_s": gen_tokens / uncached_s,
         "cache_speedup": uncached_s / cached_s,
         "greedy_outputs_equal": cached == uncached,
+        "cpu_threads": torch.get_num_threads(),
     }
 
 
