@@ -21,7 +21,7 @@ from labml_nn.experiments.data import (TINY_SHAKESPEARE_SHA256, BlockSource, Cha
                                        load_tiny_shakespeare, tiny_shakespeare_path)
 from labml_nn.experiments.distributed import setup
 from labml_nn.experiments.trainer import (NonFiniteLossError, Run, Trainer, TrainerConfig, TrainingInterrupted,
-                                          build_optimizer, language_model_loss, load_checkpoint)
+                                          atomic_torch_save, build_optimizer, language_model_loss, load_checkpoint)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -212,6 +212,18 @@ def test_checkpoint_loads_with_weights_only(shakespeare, tmp_path):
     for p, q in zip(model.parameters(), trainer.model.parameters()):
         assert torch.equal(p, q)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "run" / "checkpoint.pt"
+    atomic_torch_save({"step": 1, "weight": torch.arange(4.0)}, path)
+    old = path.read_bytes()
+    # A lambda cannot be pickled: `torch.save` fails after it has started writing the file.
+    with pytest.raises(Exception, match="pickle|lambda"):
+        atomic_torch_save({"step": 2, "weight": torch.zeros(1000), "hook": lambda: None}, path)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+    assert torch.load(path, weights_only=True)["step"] == 1
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(shakespeare, tmp_path):

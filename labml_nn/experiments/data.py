@@ -39,6 +39,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import torch
 
@@ -73,21 +74,26 @@ def sha256_of(data: bytes) -> str:
 #
 # Write to a temporary file in the same directory, then `os.replace` it onto the target name. The rename
 # is atomic on POSIX and Windows, so a reader sees either the old file or the complete new one, never a
-# half-written file, even if the process is killed in the middle. The checkpoints use the same function.
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is never seen half-written."""
+# half-written file, even if the process is killed in the middle. The trainer's checkpoints go through it too.
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write` on a binary file that becomes `path` only once it is complete and on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is never seen half-written."""
+    write_atomically(path, lambda f: f.write(data))
 
 
 # ## Finding the file

@@ -49,11 +49,9 @@ overwritten by a broken one.
 
 import json
 import math
-import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -66,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labml_nn.experiments.data import atomic_write_bytes
+from labml_nn.experiments.data import atomic_write_bytes, write_atomically
 from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, gather_objects,
                                               wrap_model)
 from labml_nn.transformers.utils import count_parameters
@@ -260,20 +258,11 @@ class Run:
 
 # ## Saving and loading checkpoints
 #
-# `torch.save` to a temporary file next to the target, flushed to disk, then renamed over it.
+# `torch.save` into a temporary file next to the target, flushed to disk, then renamed over it (see
+# [writing atomically](/experiments/data.md#write_atomically)).
 def atomic_torch_save(obj: object, path: Path) -> None:
     """`torch.save(obj, path)` such that `path` is always either the old or the complete new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 CHECKPOINT = "checkpoint.pt"
