@@ -5,14 +5,17 @@ Runtime dependencies are torch and numpy only. Everything else is an extra:
 * `experiments`: the command line, progress bars and plots of `python -m labml_nn.transformers.<module>`
 * `plot`: matplotlib alone, for the figures
 * `llama`: tiktoken, to read Meta's Llama 3 tokenizer
+* `hf`: safetensors, to read Hugging Face checkpoints (`load_hf` of GPT-2, BERT, T5, Llama, Mixtral)
 * `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext)
-* `test`: pytest and Playwright for the browser tests
+* `test`: pytest, Playwright for the browser tests, and Hugging Face's `transformers` as the reference that the
+  loaders are checked against (tests build tiny random models with it; nothing is downloaded)
 """
 from setuptools import find_packages, setup
 
 PLOT = ["matplotlib>=3.7"]
 EXPERIMENTS = ["tyro>=0.9", "tqdm>=4.66"] + PLOT
 LLAMA = ["tiktoken>=0.7"]
+HF = ["safetensors>=0.4"]
 DOCS = [
     "mkdocs>=1.6,<2",
     "mkdocs-material>=9.5",
@@ -20,7 +23,7 @@ DOCS = [
     "pymdown-extensions>=10.8",
     "jupytext>=1.16",
 ] + EXPERIMENTS
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45"] + EXPERIMENTS + LLAMA
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45", "transformers>=4.46"] + EXPERIMENTS + LLAMA + HF
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
@@ -39,9 +42,10 @@ setup(
         "experiments": EXPERIMENTS,
         "plot": PLOT,
         "llama": LLAMA,
+        "hf": HF,
         "docs": DOCS,
         "test": TEST,
-        "all": sorted(set(DOCS + TEST + LLAMA)),
+        "all": sorted(set(DOCS + TEST + LLAMA + HF)),
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -27,7 +27,7 @@ PACKAGE = "labml_nn"
 
 # Reading order of the modules in `labml_nn.transformers` (and of their experiments); others follow alphabetically.
 READING_ORDER = ["utils", "mha", "positional_encoding", "rope", "feed_forward", "models", "configs", "gpt",
-                 "label_smoothing_loss", "llama", "experiments"]
+                 "label_smoothing_loss", "llama", "hf_checkpoints", "experiments"]
 # Reading order of the shared experiment machinery in `labml_nn.experiments`; others follow alphabetically.
 MACHINERY_ORDER = ["config", "data", "trainer", "checkpoint", "logging", "plots", "cli"]
 
