@@ -6,6 +6,7 @@ Runtime dependencies are torch and numpy only. Everything else is an extra:
 * `plot`: matplotlib alone, for the figures
 * `llama`: tiktoken, to read Meta's Llama 3 tokenizer
 * `hf`: safetensors, to read Hugging Face checkpoints (`load_hf` of GPT-2, BERT, T5, Llama, Mixtral)
+* `tensorboard`: TensorBoard, for the trainer's `--tensorboard` logging
 * `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext)
 * `test`: pytest, Playwright for the browser tests, and Hugging Face's `transformers` as the reference that the
   loaders are checked against (tests build tiny random models with it; nothing is downloaded)
@@ -16,6 +17,7 @@ PLOT = ["matplotlib>=3.7"]
 EXPERIMENTS = ["tyro>=0.9", "tqdm>=4.66"] + PLOT
 LLAMA = ["tiktoken>=0.7"]
 HF = ["safetensors>=0.4"]
+TENSORBOARD = ["tensorboard>=2.14"]
 DOCS = [
     "mkdocs>=1.6,<2",
     "mkdocs-material>=9.5",
@@ -23,7 +25,7 @@ DOCS = [
     "pymdown-extensions>=10.8",
     "jupytext>=1.16",
 ] + EXPERIMENTS
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45", "transformers>=4.46"] + EXPERIMENTS + LLAMA + HF
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45", "transformers>=4.46"] + EXPERIMENTS + LLAMA + HF + TENSORBOARD
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
@@ -43,6 +45,7 @@ setup(
         "plot": PLOT,
         "llama": LLAMA,
         "hf": HF,
+        "tensorboard": TENSORBOARD,
         "docs": DOCS,
         "test": TEST,
         "all": sorted(set(DOCS + TEST + LLAMA + HF)),

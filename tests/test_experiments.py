@@ -393,8 +393,9 @@ def test_bad_option_value_is_a_clear_error(capsys):
 
 def test_missing_extras_say_what_to_install(monkeypatch):
     from labml_nn.transformers.experiments.gpt import main
-    monkeypatch.setitem(sys.modules, "tyro", None)
-    with pytest.raises(SystemExit, match=r"pip install 'labml_nn\[experiments\]'"):
+    for name in ("tyro", "tqdm", "matplotlib"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SystemExit, match=r"pip install 'labml_nn\[experiments\]' \(missing: tyro, tqdm, matplotlib\)"):
         main(["--help"])
 
 

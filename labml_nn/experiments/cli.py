@@ -87,8 +87,10 @@ task makes a [`Trainer`](/experiments/trainer.md#Trainer) with its own batch sou
 
 import argparse
 import dataclasses
+import importlib.util
 import inspect
 import json
+import shutil
 import sys
 import time
 import typing
@@ -100,12 +102,14 @@ import torch
 
 from labml_nn.experiments import distributed
 from labml_nn.experiments.data import DataUnavailableError
-from labml_nn.experiments.trainer import NonFiniteLossError, Run, TrainingInterrupted
+from labml_nn.experiments.trainer import (CHECKPOINT, CheckpointError, NonFiniteLossError, Run, StopRequested,
+                                          TrainingInterrupted, load_checkpoint)
 from labml_nn.transformers.utils import seed_everything
 
 Config = TypeVar("Config")
 
 EXTRAS_MESSAGE = "The experiments need extra packages: pip install 'labml_nn[experiments]'"
+EXTRAS = ("tyro", "tqdm", "matplotlib")
 
 
 # ## The options every experiment shares
@@ -162,12 +166,40 @@ def default_out_dir(module: str) -> Path:
     return path
 
 
-def _resume_dir(path: Path) -> Path:
+# ## Resuming, checked before anything is written
+#
+# `--resume PATH` must name a run of this experiment (its `config.json` says which module wrote it) that holds
+# at least one checkpoint (an experiment that compares variants keeps one per variant, in subdirectories),
+# every one of which can be read. Each problem is one paragraph that says what was found and what to do; the
+# run directory is left untouched.
+def _resume_dir(path: Path, module: str, prog: str) -> tuple[Path, dict]:
+    def fail(message: str):
+        raise SystemExit(f"{prog}: error: --resume {path}: {message}")
+
+    if not path.exists():
+        fail("no such file or directory.")
     run_dir = path if path.is_dir() else path.parent
     if not (run_dir / "config.json").is_file():
-        raise SystemExit(f"--resume {path}: no run there (expected a run directory with config.json, "
-                         f"or a checkpoint.pt inside one)")
-    return run_dir
+        fail(f"no run there: a run directory holds config.json (and checkpoint.pt), and {run_dir} has no "
+             f"config.json. Give the directory a run wrote into, or start a new run with --out.")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        saved_module, experiment = saved["module"], saved["experiment"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        fail(f"{run_dir / 'config.json'} is not a run configuration written by labml_nn's experiments.")
+    if saved_module != module:
+        fail(f"this is a run of the {saved_module!r} experiment, not of {module!r}. Continue it with "
+             f"python -m labml_nn.transformers.{saved_module} --resume {path}")
+    checkpoints = sorted(run_dir.glob(CHECKPOINT)) + sorted(run_dir.glob(f"*/{CHECKPOINT}"))
+    if not checkpoints:
+        fail(f"{run_dir} holds no {CHECKPOINT}: the run stopped before its first checkpoint, so there is "
+             f"nothing to continue. Start it again with --out (a new directory, or delete this one).")
+    for checkpoint in checkpoints:
+        try:
+            load_checkpoint(checkpoint, mmap=True)
+        except CheckpointError as error:
+            fail(str(error))
+    return run_dir, saved
 
 
 # The first pass reads only `--preset` and `--resume`, which decide the defaults of the full parse.
@@ -181,7 +213,7 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
 # ## Running an experiment
 def run_experiment(module: str, config_type: type[Config], experiment: Callable[[Config, Run], dict],
                    presets: dict[str, Callable[[], Config]], argv: list[str] | None = None,
-                   description: str | None = None) -> dict | None:
+                   description: str | None = None, gpu_presets: dict[str, str] | None = None) -> dict | None:
     """
     Parse the command line into `config_type` (starting from a preset), train with `experiment(config, run)`,
     write `config.json` and `result.json` into the run directory and return the result.
@@ -193,25 +225,28 @@ def run_experiment(module: str, config_type: type[Config], experiment: Callable[
         presets: named functions returning configurations; the first one is the default.
         argv: the arguments (default `sys.argv[1:]`).
         description: one line shown at the top of `--help`.
+        gpu_presets: the presets sized for a GPU, each with the preset to suggest instead on a CPU.
     """
-    try:
-        import matplotlib  # noqa: F401
-        import tqdm  # noqa: F401
-        import tyro
-    except ImportError as e:
-        raise SystemExit(f"{EXTRAS_MESSAGE} (missing: {e.name})") from e
+    missing = [name for name in EXTRAS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"{EXTRAS_MESSAGE} (missing: {', '.join(missing)})")
+    import tyro
 
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = f"python -m labml_nn.transformers.{module}"
     names = tuple(presets)
+    gpu_presets = gpu_presets or {}
 
     # ### Defaults: a preset, or the resumed run's configuration
     early = _preparse(argv)
-    resume_dir = _resume_dir(early.resume) if early.resume is not None else None
+    resume_dir, saved = _resume_dir(early.resume, module, prog) if early.resume is not None else (None, None)
     if resume_dir is not None:
-        saved = json.loads((resume_dir / "config.json").read_text())
         preset = early.preset or saved["preset"]
-        default_config = config_from_dict(config_type, saved["experiment"])
+        try:
+            default_config = config_from_dict(config_type, saved["experiment"])
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"{prog}: error: --resume {early.resume}: its config.json does not describe a "
+                             f"{module} run that this version can build ({e}). The run was left as it is.") from e
         default_run = RunOptions(seed=saved["run"]["seed"], resume=early.resume)
     else:
         preset = early.preset or names[0]
@@ -258,25 +293,54 @@ def run_experiment(module: str, config_type: type[Config], experiment: Callable[
             "world_size": ctx.world_size,
             "torch": str(torch.__version__),
         }
+        created = not out_dir.exists()
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             print(f"{prog}: preset {args.preset}, {ctx.world_size} process(es) on {ctx.device}, writing to {out_dir}",
                   file=sys.stderr)
+            # A preset sized for a GPU is slow on a CPU: one line says so, and names the one that suits it.
+            if ctx.device.type == "cpu" and args.preset in gpu_presets:
+                print(f"{prog}: note: preset {args.preset!r} is sized for a GPU and is slow on this CPU; "
+                      f"--preset {gpu_presets[args.preset]} is sized for a CPU.", file=sys.stderr)
         run.write_json("config.json", run.config)
 
         # ### Training, and what can stop it
+        #
+        # Stop signals are caught around the whole experiment (see [stopping](/experiments/trainer.md#StopRequest)):
+        # wherever a first signal arrives, the checkpoint of the last completed step is on disk when this
+        # returns. A run that fails leaves no half-made directory: one it created and that holds no checkpoint
+        # is removed; one that holds a checkpoint gets `failed.json`, saying why, and can be resumed.
         try:
-            result = experiment(config, run)
-        except TrainingInterrupted as e:
+            with run.stop.handle_signals(announce=ctx.is_main):
+                result = experiment(config, run)
+        except (TrainingInterrupted, StopRequested, KeyboardInterrupt) as e:
             if ctx.is_main:
-                print(f"{e}\nContinue with: {prog} --resume {out_dir}", file=sys.stderr)
-            raise SystemExit(130) from e
-        except (NonFiniteLossError, DataUnavailableError) as e:
-            raise SystemExit(f"{prog}: error: {e}") from e
+                _clean_up_failed_run(out_dir, created, None)
+                resumable = any(out_dir.glob(CHECKPOINT)) or any(out_dir.glob(f"*/{CHECKPOINT}"))
+                message = str(e) if isinstance(e, TrainingInterrupted) else "Stopped by a signal."
+                print(f"{message}\nContinue with: {prog} --resume {out_dir}" if resumable else
+                      f"{message} Nothing was saved.", file=sys.stderr)
+            raise SystemExit(130) from None
+        except BaseException as e:
+            if ctx.is_main:
+                _clean_up_failed_run(out_dir, created, e)
+            if isinstance(e, (NonFiniteLossError, DataUnavailableError)):
+                raise SystemExit(f"{prog}: error: {e}") from e
+            raise
 
         run.write_json("result.json", result)
         if ctx.is_main:
+            (out_dir / "failed.json").unlink(missing_ok=True)
             print(json.dumps(result, indent=2, ensure_ascii=False))
         return result
     finally:
         distributed.teardown(ctx)
+
+
+def _clean_up_failed_run(out_dir: Path, created: bool, error: BaseException | None) -> None:
+    has_checkpoint = any(out_dir.glob(CHECKPOINT)) or any(out_dir.glob(f"*/{CHECKPOINT}"))
+    if created and not has_checkpoint:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    elif error is not None and out_dir.is_dir():
+        (out_dir / "failed.json").write_text(json.dumps(
+            {"error": type(error).__name__, "message": str(error)}, indent=2) + "\n")

@@ -15,7 +15,8 @@ CPU in minutes and structured enough (names, verse, dialogue) that you can watch
 **Where the file comes from.** In this order:
 
 1. a directory given with `--data-dir DIR` (or the environment variable `LABML_NN_DATA=DIR`) holding
-   `tiny_shakespeare.txt`, used as is: no download, no check, so any text file can stand in for it;
+   `tiny_shakespeare.txt`, or that file itself, used as is: no download, no check, so any text file can
+   stand in for it;
 2. the cache directory (`~/.cache/labml_nn`, or `$LABML_NN_CACHE`, or `$XDG_CACHE_HOME/labml_nn`), where
    the file is downloaded once from the char-rnn repository, checked against its size and SHA-256, and
    written atomically so that an interrupted download never leaves a truncated file behind.
@@ -105,12 +106,17 @@ def tiny_shakespeare_path(data_dir: str | Path | None = None, *, cache_dir: str 
     if data_dir is None and os.environ.get("LABML_NN_DATA"):
         data_dir = os.environ["LABML_NN_DATA"]
     if data_dir is not None:
-        path = Path(data_dir).expanduser() / FILE_NAME
+        given = Path(data_dir).expanduser()
+        # The file itself is accepted too: `LABML_NN_DATA=~/data/tiny_shakespeare.txt` means what it says.
+        if given.is_file():
+            return given
+        path = given / FILE_NAME
         if not path.is_file():
+            what = "does not exist" if not given.exists() else f"has no {FILE_NAME}"
             raise DataUnavailableError(
-                f"No {FILE_NAME} in the data directory {Path(data_dir).expanduser()} (given by --data-dir or "
-                f"LABML_NN_DATA). Put Tiny Shakespeare there as {path}; it can be downloaded from "
-                f"{TINY_SHAKESPEARE_URL}")
+                f"The data directory {given} (given by --data-dir or LABML_NN_DATA) {what}, so {path} was not "
+                f"found. Point it at a directory holding {FILE_NAME}, or at the file itself; Tiny Shakespeare can "
+                f"be downloaded from {TINY_SHAKESPEARE_URL}")
         return path
 
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / FILE_NAME

@@ -22,7 +22,8 @@ $$
 \end{cases}
 $$
 
-The gradient's global norm is clipped to `clip`. A step may accumulate the gradients of `grad_accum`
+`--schedule noam` takes instead [the Transformer paper's schedule](#Noam), warm-up then decay with the inverse
+square root of the step. The gradient's global norm is clipped to `clip`. A step may accumulate the gradients of `grad_accum`
 micro-batches; each micro-batch loss is divided by `grad_accum`, so the gradient is that of the mean loss
 over the whole batch, whatever the split.
 
@@ -49,6 +50,7 @@ overwritten by a broken one.
 
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -88,6 +90,11 @@ class TrainerConfig:
     """Learning rate at the end of the cosine decay."""
     warmup: int = 100
     """Steps of linear warm-up."""
+    schedule: Literal["cosine", "noam"] = "cosine"
+    """Learning-rate schedule: warm-up then cosine decay to min_lr, or the Transformer paper's warm-up then inverse
+    square root ("noam", where lr is the factor and noam_d_model the width)."""
+    noam_d_model: int = 512
+    """The width d_model in the noam schedule's d_model^-1/2."""
     betas: tuple[float, float] = (0.9, 0.99)
     """AdamW's beta1 and beta2."""
     weight_decay: float = 0.1
@@ -97,7 +104,8 @@ class TrainerConfig:
     eval_every: int = 250
     """Steps between evaluations on the validation data; 0 evaluates only at the end."""
     eval_iters: int = 100
-    """Batches per evaluation (the same batches every time, so that evaluations are comparable)."""
+    """Batches per evaluation (the same batches every time, so that evaluations are comparable); a run of fewer
+    steps evaluates on max_steps batches."""
     log_every: int = 10
     """Steps between logged metrics (the only points where the loop waits for the device)."""
     checkpoint_every: int = 1000
@@ -106,6 +114,8 @@ class TrainerConfig:
     """Autocast precision; auto is bfloat16 on CUDA GPUs that support it, float16 on older ones, float32 elsewhere."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    tensorboard: bool = False
+    """Also write the metrics for TensorBoard, in the run's tensorboard/ (needs pip install 'labml_nn[tensorboard]')."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -113,6 +123,11 @@ class TrainerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.schedule not in ("cosine", "noam"):
+            raise ValueError(f"schedule must be cosine or noam, got {self.schedule!r}")
+        if self.schedule == "noam" and (self.warmup < 1 or self.noam_d_model < 1):
+            raise ValueError(f"the noam schedule needs warmup >= 1 and noam_d_model >= 1, got warmup={self.warmup}, "
+                             f"noam_d_model={self.noam_d_model}")
         for name in ("warmup", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -129,6 +144,9 @@ class TrainerConfig:
             raise ValueError(f"clip must be non-negative (0 turns clipping off), got {self.clip}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        for name in ("compile", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be one of auto, float32, bfloat16, float16, got {self.dtype!r}")
 
@@ -150,6 +168,27 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.max_steps - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# The schedule of [Attention Is All You Need](https://arxiv.org/abs/1706.03762) (section 5.3), named after
+# Noam Shazeer in the [Annotated Transformer](https://nlp.seas.harvard.edu/annotated-transformer/):
+#
+# $$\eta_t = \text{factor} \cdot d_{model}^{-1/2} \min\big((t+1)^{-1/2},\ (t+1)\, T_{warm}^{-3/2}\big)$$
+#
+# It rises linearly for $T_{warm}$ steps and then decays as $1/\sqrt{t}$, never reaching zero: the two branches
+# meet at $t + 1 = T_{warm}$, the peak, $\text{factor} / \sqrt{d_{model} T_{warm}}$. The factor is the
+# configuration's `lr` (the optimizer's base rate, which this multiplies); the paper's is 1. The $d_{model}^{-1/2}$
+# makes wider models take smaller steps.
+class Noam:
+    r"""$d_{model}^{-1/2} \min((t+1)^{-1/2}, (t+1) T_{warm}^{-3/2})$, the factor by which the schedule multiplies `lr`."""
+
+    def __init__(self, warmup: int, d_model: int):
+        self.warmup = warmup
+        self.d_model = d_model
+
+    def __call__(self, step: int) -> float:
+        t = step + 1
+        return self.d_model ** -0.5 * min(t ** -0.5, t * self.warmup ** -1.5)
 
 
 # ## TF32
@@ -214,12 +253,92 @@ class TrainingInterrupted(Exception):
     """Training stopped on Ctrl-C (SIGINT) or SIGTERM after writing a checkpoint."""
 
 
+class StopRequested(BaseException):
+    """A SIGINT or SIGTERM arrived outside a training step. A `BaseException`, like `KeyboardInterrupt`, so that
+    no `except Exception` on the way swallows it."""
+
+
+# ## Stopping on a signal
+#
+# A cluster that pre-empts a job sends SIGTERM and, some 30 seconds later, SIGKILL; a person presses Ctrl-C.
+# Either must be honoured within seconds, wherever the run is, and must not lose the work done so far:
+#
+# * **inside a training step** (and while a checkpoint is written) the first signal only raises a flag: the
+#   step completes, so that the model, the optimizer and the data generator agree, and the loop then writes
+#   the checkpoint and stops. A step takes seconds, not minutes;
+# * **anywhere else** (an evaluation, sampling after training, loading data) there is nothing half-done to
+#   finish, so the signal raises `StopRequested` at once; the trainer then writes the checkpoint of the last
+#   completed step, if it has not yet been written;
+# * a **second** signal of either kind quits at once (`KeyboardInterrupt`), without a checkpoint; one being
+#   written is abandoned, and [the atomic write](/experiments/data.md#write_atomically) keeps the previous file.
+#
+# A launcher such as torchrun forwards the terminal's Ctrl-C, so one key press may arrive twice within moments;
+# only a signal a second or more after the first counts as the second. Handlers can be set only in the main
+# thread; elsewhere the default behaviour stays. The command line installs them around the whole experiment,
+# and [`Trainer.fit`](#Trainer.fit) around itself when used on its own.
+class StopRequest:
+    """Whether a stop was asked for by SIGINT or SIGTERM, and what a signal does now."""
+
+    def __init__(self):
+        self.requested = False
+        self._first_signal_time = 0.0
+        self._deferring = False
+        self._installed = False
+
+    @contextmanager
+    def handle_signals(self, announce: bool = True) -> Iterator[None]:
+        """Catch SIGINT and SIGTERM while in the block (a no-op if already caught, or outside the main thread)."""
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum, frame):
+            now = time.monotonic()
+            if self.requested:
+                if now - self._first_signal_time > 1.0:
+                    if announce:
+                        print("\nSecond signal: quitting at once, without a checkpoint.", file=sys.stderr, flush=True)
+                    raise KeyboardInterrupt
+                return
+            self.requested, self._first_signal_time = True, now
+            if self._deferring:
+                if announce:
+                    print(f"\n{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
+                          f"(a second signal quits at once)...", file=sys.stderr, flush=True)
+                return
+            raise StopRequested
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._installed = True
+        try:
+            yield
+        finally:
+            self._installed = False
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    # Inside this block the first signal waits for the block to finish (the caller checks `requested`).
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Let the work in the block complete when a first signal arrives."""
+        outer, self._deferring = self._deferring, True
+        try:
+            yield
+        finally:
+            self._deferring = outer
+
+    def check(self) -> None:
+        """Raise `StopRequested` if a stop was asked for."""
+        if self.requested:
+            raise StopRequested
+
+
 # ## A run
 #
 # Where a training writes and what it was asked to do: its directory, this process's place among the
 # processes, the seed, the whole experiment configuration (saved in every checkpoint), and whether to
-# continue from the checkpoint in the directory. `sub(name)` gives a run in a subdirectory, for
-# experiments that train several models (each resumes on its own).
+# continue from the checkpoint in the directory, and whether a stop was asked for. `sub(name)` gives a run in a
+# subdirectory, for experiments that train several models (each resumes on its own; they share the stop).
 @dataclass
 class Run:
     """The output directory and context of one training run."""
@@ -229,6 +348,7 @@ class Run:
     config: dict = field(default_factory=dict)
     resume: bool = False
     data_dir: Path | None = None
+    stop: StopRequest = field(default_factory=StopRequest)
 
     @property
     def device(self) -> torch.device:
@@ -276,9 +396,40 @@ def checkpoint_path(path: str | Path) -> Path:
 
 # `weights_only=True` unpickles only tensors and plain containers: loading a checkpoint from elsewhere
 # cannot run code.
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint (file or run directory) loaded safely with `weights_only=True`."""
-    return torch.load(checkpoint_path(path), map_location=map_location, weights_only=True)
+#
+# A file that is not a checkpoint of this trainer (truncated by a full disk, copied half-way, or something
+# else altogether) is a `CheckpointError` that says what was found and what to do. torch's own message for a
+# file it refuses suggests loading it with `weights_only=False`, which would run whatever code the file holds:
+# that advice is not passed on.
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or is not a checkpoint of this trainer."""
+
+
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "scheduler", "data_generator", "rng", "trainer", "config")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """A checkpoint (file or run directory) loaded safely with `weights_only=True`; `CheckpointError` if the file
+    is damaged, unsafe or not a checkpoint of this trainer. `mmap` maps the tensors instead of reading them (a
+    cheap check of the whole file)."""
+    file = checkpoint_path(path)
+    if not file.is_file():
+        raise CheckpointError(f"There is no checkpoint at {file}.")
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        kind = "damaged or truncated" if "central directory" in str(error) or isinstance(error, EOFError) \
+            else "not a checkpoint that can be loaded safely (it holds more than tensors and plain data)"
+        raise CheckpointError(
+            f"{file} ({file.stat().st_size:,} bytes) could not be read: the file is {kind}. It was left as it "
+            f"is. If the run has no other copy, start afresh with a new --out directory; a checkpoint written "
+            f"by this trainer is replaced atomically, so an interrupted write never leaves such a file behind. "
+            f"(torch said: {str(error).splitlines()[0][:200]})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{file} is not a checkpoint of the labml_nn trainer: it has no {', '.join(missing)}. "
+                              f"It was left as it is.")
+    return state
 
 
 # The random state of this process, as tensors and tuples of numbers that `weights_only` accepts.
@@ -386,10 +537,15 @@ class Trainer:
         self.elapsed = 0.0
         self.records: list[dict] = []
         self.last_lr = config.lr
-        self.stop_requested = False
+        self.stop = run.stop
+        self._saved_step = 0
+        self._tensorboard = None
 
-    def _schedule(self) -> WarmupCosine:
+    # The one place where the schedule is chosen.
+    def _schedule(self) -> WarmupCosine | Noam:
         c = self.config
+        if c.schedule == "noam":
+            return Noam(c.warmup, c.noam_d_model)
         return WarmupCosine(c.warmup, c.max_steps, c.min_lr / c.lr)
 
     def _autocast_dtype(self) -> torch.dtype:
@@ -456,18 +612,43 @@ class Trainer:
     # evaluation of a run sees the same batches, so the curve moves only because the model does. The batches
     # are the size of a training batch and are split like one, so the figure does not depend on
     # `grad_accum` or on the number of processes.
+    #
+    # **Short runs.** A run of fewer than `eval_iters` steps evaluates on `max_steps` batches: an evaluation is a
+    # forward pass per batch, so it then costs at most about a third of the training, and a smoke run such as
+    # `--max-steps 3` of a GPU-sized preset spends its time training, not evaluating. (Its loss estimate is
+    # noisier, which does not matter for a run that short.)
+    #
+    # An evaluation shows its own progress bar (it can take minutes on a CPU), and a stop signal interrupts it
+    # at once. With several processes the signal is checked after every batch by all of them together, so
+    # that they stop at the same batch.
+    @property
+    def eval_batches(self) -> int:
+        """Batches per evaluation: `eval_iters`, or `max_steps` if the run is shorter."""
+        return min(self.config.eval_iters, self.config.max_steps)
+
     @torch.no_grad()
-    def evaluate(self, source: BatchSource, seed_offset: int = 1) -> float:
-        """Mean loss of the model over `eval_iters` fixed batches of `source`, averaged over processes."""
+    def evaluate(self, source: BatchSource, seed_offset: int = 1, desc: str = "evaluating") -> float:
+        """Mean loss of the model over `eval_batches` fixed batches of `source`, averaged over processes."""
+        from tqdm.auto import tqdm
+
         generator = torch.Generator().manual_seed(self.run.seed + seed_offset)
-        self.model.eval()
         total = torch.zeros((), device=self.device)
-        for _ in range(self.config.eval_iters):
-            for micro in self._micro_batches(source.sample(generator, self.config.batch_size)):
-                with self._autocast():
-                    total += self.loss_fn(self.forward_model, micro).float()
-        self.model.train()
-        return all_reduce_mean(total / (self.config.eval_iters * self.config.grad_accum), self.ctx).item()
+        batches = self.eval_batches
+        self.model.eval()
+        try:
+            with (self.stop.deferred() if self.ctx.is_distributed else nullcontext()), \
+                    tqdm(total=batches, desc=desc, unit="batch", leave=False, disable=not self.ctx.is_main,
+                         dynamic_ncols=True, mininterval=0.5) as bar:
+                for _ in range(batches):
+                    for micro in self._micro_batches(source.sample(generator, self.config.batch_size)):
+                        with self._autocast():
+                            total += self.loss_fn(self.forward_model, micro).float()
+                    bar.update(1)
+                    if self.ctx.is_distributed and any_process(self.stop.requested, self.ctx):
+                        raise StopRequested
+        finally:
+            self.model.train()
+        return all_reduce_mean(total / (batches * self.config.grad_accum), self.ctx).item()
 
     # ### Checkpoints
     def _state_is_finite(self) -> bool:
@@ -541,6 +722,7 @@ class Trainer:
         if self.ctx.is_main:
             with open(self.run.path("metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
+        self._write_tensorboard(record)
 
     # The one place where the loop waits for the device: the mean training loss since the last logging
     # step, averaged over processes.
@@ -559,49 +741,68 @@ class Trainer:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
         return record
 
-    # ### Ctrl-C
+    # ### TensorBoard
     #
-    # The first SIGINT (or SIGTERM) only raises a flag that the loop checks between steps, so that the step in
-    # flight completes and the checkpoint is consistent; a second Ctrl-C exits at once. With several
-    # processes, they agree on stopping at the next logging step. Signal handlers can be set only in the
-    # main thread; elsewhere the default behaviour stays.
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
+    # Every number of every record, under its name, at its step; only rank 0 writes. `torch.utils.tensorboard`
+    # needs the `tensorboard` package, an extra.
+    def _open_tensorboard(self) -> None:
+        if not (self.config.tensorboard and self.ctx.is_main):
             return
-
-        def request_stop(signum, frame):
-            # A launcher such as torchrun forwards the terminal's Ctrl-C, so one key press may arrive twice
-            # within moments; only a second press later on means "quit now".
-            if self.stop_requested:
-                if signum == signal.SIGINT and time.monotonic() - self._stop_time > 1.0:
-                    raise KeyboardInterrupt
-                return
-            self.stop_requested, self._stop_time = True, time.monotonic()
-            if self.ctx.is_main:
-                print("\nStopping after this step to write a checkpoint (Ctrl-C again to quit at once)...",
-                      file=sys.stderr, flush=True)
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError("--tensorboard needs the tensorboard package: "
+                              "pip install 'labml_nn[tensorboard]'") from error
+        self._tensorboard = SummaryWriter(str(self.run.path("tensorboard")))
 
+    def _write_tensorboard(self, record: dict) -> None:
+        if self._tensorboard is None:
+            return
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(key, value, record["step"])
+        self._tensorboard.flush()
+
+    def _close_tensorboard(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    # With several processes, they agree on stopping at the next logging step (a collective at every step
+    # would make each step wait for the device).
     def _should_stop(self, logged: bool) -> bool:
         if not self.ctx.is_distributed:
-            return self.stop_requested
-        return logged and any_process(self.stop_requested, self.ctx)
+            return self.stop.requested
+        return logged and any_process(self.stop.requested, self.ctx)
 
+    # <a id="Trainer.fit"></a>
+    #
     # ### The loop
     def fit(self, train: BatchSource, val: BatchSource | None = None) -> dict:
         """
         Train for `max_steps` (continuing from `checkpoint.pt` when the run resumes) and return the result:
-        `val_loss`, `train_loss` (both evaluated at the end on `eval_iters` batches), `steps`, `wall_s`,
+        `val_loss`, `train_loss` (both evaluated at the end on `eval_batches` batches), `steps`, `wall_s`,
         `tokens_per_s`, `ms_per_step`, `parameters`.
+
+        Raises `TrainingInterrupted` after a stop signal, once the checkpoint of the last completed step is written.
         """
+        with self.stop.handle_signals(announce=self.ctx.is_main):
+            try:
+                return self._fit(train, val)
+            except StopRequested:
+                # The checkpoint of the last completed step, unless the file already holds it.
+                self._end_interval()
+                with self.stop.deferred():
+                    if self.step > self._saved_step:
+                        self._checkpoint_if_finite(plot=False)
+                if self.step == 0:
+                    raise TrainingInterrupted("Interrupted before the first step.")
+                raise TrainingInterrupted(f"Interrupted at step {self.step}; checkpoint written to "
+                                          f"{self.run.path(CHECKPOINT)}.")
+            finally:
+                self._close_tensorboard()
+
+    def _fit(self, train: BatchSource, val: BatchSource | None) -> dict:
         # The progress bar is an extra (`pip install 'labml_nn[experiments]'`), imported only when training.
         from tqdm.auto import tqdm
 
@@ -609,51 +810,67 @@ class Trainer:
         if self.ctx.is_main:
             self.run.out_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = self.run.path(CHECKPOINT)
+        self._saved_step = 0
         if self.run.resume and checkpoint.exists():
             self._load_checkpoint(checkpoint)
+            self._saved_step = self.step
         elif self.ctx.is_main:
             self.run.path("metrics.jsonl").unlink(missing_ok=True)
+        self._open_tensorboard()
 
         def is_due(every: int) -> bool:
             return every > 0 and self.step % every == 0
 
-        # Wall-clock time continues from where a resumed run stopped.
+        # Wall-clock time continues from where a resumed run stopped. The interval clock starts before the
+        # first evaluation, so that a stop during it has an interval to end.
         self._clock_start = time.perf_counter() - self.elapsed
+        self._interval_start = time.perf_counter()
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not self.ctx.is_main, unit="step",
                    desc=self.run.out_dir.name, dynamic_ncols=True, mininterval=0.5)
-        with self._stop_on_signals(), bar:
+        with bar:
             if self.step == 0 and val is not None and c.eval_every > 0:
                 self._append_record({"step": 0, "val_loss": self.evaluate(val)})
             steps_before = self.step
             # Training time and tokens are counted per interval between logging steps, which is when the
-            # device has caught up; evaluation and checkpoints fall outside the intervals.
+            # device has caught up; evaluation and checkpoints fall outside the intervals, and outside the
+            # progress bar's time per step (`unpause` restarts its clock).
             self._interval_start, interval_tokens = time.perf_counter(), self.tokens
+            bar.unpause()
             while self.step < c.max_steps:
-                self._train_step(train)
-                self.step += 1
-                bar.update(1)
-                # Evaluate every `eval_every` steps and after the last step.
-                evaluate = val is not None and (is_due(c.eval_every) or self.step == c.max_steps)
-                save = is_due(c.checkpoint_every) and self.step < c.max_steps
-                logged = is_due(c.log_every) or evaluate or save or self.step == c.max_steps
+                # A signal during the step, its logging or its checkpoint lets them complete.
+                with self.stop.deferred():
+                    self._train_step(train)
+                    self.step += 1
+                    bar.update(1)
+                    # Evaluate every `eval_every` steps and after the last step.
+                    evaluate = val is not None and (is_due(c.eval_every) or self.step == c.max_steps)
+                    save = is_due(c.checkpoint_every) and self.step < c.max_steps
+                    logged = is_due(c.log_every) or evaluate or save or self.step == c.max_steps
+                    if logged:
+                        interval_time = self._end_interval()
+                        record = self._log(bar, self.tokens - interval_tokens, interval_time)
                 if logged:
-                    interval_time = self._end_interval()
-                    record = self._log(bar, self.tokens - interval_tokens, interval_time)
                     if evaluate:
-                        record["val_loss"] = self.evaluate(val)
+                        try:
+                            record["val_loss"] = self.evaluate(val)
+                        finally:
+                            self._append_record(record)
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
                                         tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
-                    self._append_record(record)
+                    else:
+                        self._append_record(record)
                 if save:
-                    self._checkpoint_if_finite()
+                    with self.stop.deferred():
+                        self._checkpoint_if_finite()
                 if self._should_stop(logged):
-                    self._end_interval()
-                    self._checkpoint_if_finite()
-                    raise TrainingInterrupted(f"Interrupted at step {self.step}; checkpoint written to {checkpoint}.")
+                    raise StopRequested
                 if logged:
                     self._interval_start, interval_tokens = time.perf_counter(), self.tokens
+                    bar.unpause()
             if self.step > steps_before:
-                self._checkpoint_if_finite()
+                with self.stop.deferred():
+                    self._checkpoint_if_finite()
+                self.stop.check()
 
         # ### The result
         #
@@ -661,8 +878,8 @@ class Trainer:
         # (the validation loss is the last step's evaluation).
         val_loss = self.records[-1].get("val_loss") if self.records else None
         if val is not None and (val_loss is None or self.records[-1]["step"] != self.step):
-            val_loss = self.evaluate(val)
-        train_loss = self.evaluate(train, seed_offset=2)
+            val_loss = self.evaluate(val, desc="final validation loss")
+        train_loss = self.evaluate(train, seed_offset=2, desc="final training loss")
         self.elapsed = time.perf_counter() - self._clock_start
         if self.ctx.is_main:
             plot_losses(self.records, self.run.path("loss.png"), title=str(self.run.out_dir))
@@ -677,12 +894,15 @@ class Trainer:
         }
 
     # A checkpoint replaces the previous one only if the state is sound; a broken state is never saved.
-    def _checkpoint_if_finite(self) -> None:
+    # The loss plot is redrawn with every checkpoint, except on the way out after a stop signal, when only the
+    # checkpoint is urgent (drawing takes seconds on a busy machine; a resumed run redraws it).
+    def _checkpoint_if_finite(self, plot: bool = True) -> None:
         self.elapsed = time.perf_counter() - self._clock_start
         if not self._state_is_finite():
             raise NonFiniteLossError(
                 f"The training state became non-finite by step {self.step}; training stopped. The last good "
                 f"checkpoint ({self.run.path(CHECKPOINT)}) was kept.")
         self.save_checkpoint()
-        if self.ctx.is_main:
+        self._saved_step = self.step
+        if plot and self.ctx.is_main:
             plot_losses(self.records, self.run.path("loss.png"), title=str(self.run.out_dir))

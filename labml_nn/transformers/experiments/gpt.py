@@ -42,7 +42,7 @@ The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, 
 from dataclasses import dataclass, field, replace
 
 from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context, generate_text, train_char_lm
-from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.cli import config_from_dict, run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
 from labml_nn.transformers.gpt import GPT, check_init_std, small_init_std
@@ -122,9 +122,19 @@ def train(config: GPTExperiment, run: Run) -> dict:
     return result
 
 
+# ## Reloading a run
+#
+# The model of a finished run, for [`load_run`](/experiments/char_lm.md#load_run): the configuration comes from
+# the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[GPT, int]:
+    """The untrained model of a run of this experiment, and its context."""
+    config = config_from_dict(GPTExperiment, experiment)
+    return build_model(config.model, n_vocab, config.init_std), config.context
+
+
 def main(argv: list[str] | None = None) -> None:
     run_experiment("gpt", GPTExperiment, train, presets={"default": default, "baby": baby}, argv=argv,
-                   description="Train a GPT on Tiny Shakespeare and sample from it.")
+                   description="Train a GPT on Tiny Shakespeare and sample from it.", gpu_presets={"default": "baby"})
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.cli import config_from_dict, run_experiment
 from labml_nn.experiments.data import BlockSource, load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, Trainer, TrainerConfig
 from labml_nn.transformers.llama import ModelArgs, Transformer
@@ -221,9 +221,23 @@ def complete_with_checkpoint(config: LlamaExperiment, run: Run) -> dict:
             "tokens_per_s": len(generated) / elapsed}
 
 
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[Transformer, int]:
+    """The untrained model of a run of this experiment, and its context."""
+    config = config_from_dict(LlamaExperiment, experiment)
+    if config.ckpt_dir is not None:
+        raise ValueError(f"this run completed Meta's checkpoint {config.ckpt_dir} and trained nothing: load that "
+                         f"with Llama.build")
+    return Transformer(model_args(config, n_vocab)), config.context
+
+
 def main(argv: list[str] | None = None) -> None:
     run_experiment("llama", LlamaExperiment, train, presets={"default": default, "small": small, "tiny": tiny},
-                   argv=argv, description="Train a small Llama 3.1 on Tiny Shakespeare and generate with a KV cache.")
+                   argv=argv, description="Train a small Llama 3.1 on Tiny Shakespeare and generate with a KV cache.",
+                   gpu_presets={"default": "small"})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ accuracy of both (every digit and the end in the right place), overall and by le
 `accuracy_by_length.png` draws it.
 """
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -144,6 +145,17 @@ def default() -> ModelsExperiment:
     return ModelsExperiment()
 
 
+# The same run with [the paper's schedule](/experiments/trainer.md#Noam), whose factor is chosen so that its peak,
+# $\text{factor} / \sqrt{d_{model} T_{warm}}$, equals the cosine schedule's peak learning rate: the two runs then
+# differ only in the shape of the schedule, not in its largest step.
+def noam() -> ModelsExperiment:
+    """The default run with the Transformer paper's warm-up and inverse-square-root decay, at the same peak."""
+    config = default()
+    peak, warmup = config.trainer.lr, config.trainer.warmup
+    return replace(config, trainer=replace(config.trainer, schedule="noam",
+                                           lr=peak * math.sqrt(config.model.d_model * warmup)))
+
+
 def tiny() -> ModelsExperiment:
     """Seconds: one layer of width 32, a few steps, a few strings (for tests)."""
     return ModelsExperiment(model=TransformerConfigs(n_layers=1, d_model=32, n_heads=2, d_ff=64, dropout=0.0,
@@ -207,10 +219,13 @@ def plot_accuracy_by_length(result: dict, path) -> None:
 # generator and the validation batches with another, fixed one, and the strings of the final measurement come from
 # a third seed. There are $10^L$ strings of $L$ digits, so the three hardly overlap, except in the shortest
 # strings, of which there are few.
+#
+# With `--schedule noam` the schedule's $d_{model}$ is the model's.
 def train(config: ModelsExperiment, run: Run) -> dict:
     model = replace(config.model, n_src_vocab=N_VOCAB, n_tgt_vocab=N_VOCAB).build_encoder_decoder()
     task = ReversalTask(config.min_digits, config.max_digits)
-    trainer = Trainer(model, config.trainer, run, loss_fn=reversal_loss)
+    trainer_config = replace(config.trainer, noam_d_model=config.model.d_model)
+    trainer = Trainer(model, trainer_config, run, loss_fn=reversal_loss)
     result = trainer.fit(task, task)
     result.update(exact_match(trainer.model, task, config.eval_samples, config.beam_size, seed=run.seed + 3,
                               device=run.device))
@@ -220,8 +235,8 @@ def train(config: ModelsExperiment, run: Run) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_experiment("models", ModelsExperiment, train, presets={"default": default, "tiny": tiny}, argv=argv,
-                   description="Train an encoder-decoder to reverse digit strings; decode greedily and with beams.")
+    run_experiment("models", ModelsExperiment, train, presets={"default": default, "noam": noam, "tiny": tiny},
+                   argv=argv, description="Train an encoder-decoder to reverse digit strings; decode greedily and with beams.")
 
 
 if __name__ == "__main__":
