@@ -23,7 +23,10 @@ only the characters' frequencies would score about 3.3; samples begin to look li
 and words are mostly spelled right below 1.6.
 """
 
-from dataclasses import replace
+import importlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.experiments.data import BlockSource, CharTokenizer, load_tiny_shakespeare
-from labml_nn.experiments.trainer import LossFunction, Run, Trainer, TrainerConfig, language_model_loss
+from labml_nn.experiments.trainer import (LossFunction, Run, Trainer, TrainerConfig, checkpoint_path,
+                                          language_model_loss, load_checkpoint)
 from labml_nn.transformers.configs import TransformerConfigs
 
 
@@ -148,3 +152,60 @@ def generate_text(model: nn.Module, tokenizer: CharTokenizer, prompt: str, max_n
         tokens = torch.cat([tokens, next_token], dim=1)
     model.train(was_training)
     return tokenizer.decode(tokens[0])
+
+
+# ## Reloading a trained run
+#
+# A run directory holds everything needed to use the model again: `config.json` (the experiment and its
+# configuration) and `checkpoint.pt` (the weights, and the tokenizer among the extra state). `load_run` rebuilds
+# the experiment's model with the `rebuild` function of its experiment module, fills it with the checkpoint's
+# weights and returns it in evaluation mode with its tokenizer:
+#
+# ```python
+# from labml_nn.experiments.char_lm import load_run
+#
+# trained = load_run("runs/gpt/20261205-101500")       # or a variant's subdirectory: runs/rope/.../rope
+# print(trained.generate("ROMEO:", max_new_tokens=200))
+# logits = trained.model(trained.tokenizer.encode("ROMEO:")[None])   # [1, 6, n_vocab]
+# ```
+#
+# The language-model experiments (`gpt`, `mha`, `configs`, `rope`, `positional_encoding`, `feed_forward`,
+# `label_smoothing_loss`, `llama`) can be reloaded; an experiment that trains several variants keeps one model
+# per variant, in the subdirectory named after it.
+@dataclass
+class TrainedModel:
+    """A trained character language model, its tokenizer and the context it was trained on."""
+    model: nn.Module
+    tokenizer: CharTokenizer
+    context: int
+    step: int
+
+    def generate(self, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 0.8, seed: int = 0) -> str:
+        """`prompt` and `max_new_tokens` characters sampled after it (see [generate_text](#generate_text))."""
+        return generate_text(self.model, self.tokenizer, prompt, max_new_tokens, self.context, temperature, seed)
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The trained model of a run directory (or of a variant's subdirectory, or of their `checkpoint.pt`)."""
+    run_dir = checkpoint_path(path).parent
+    # A variant's directory has no `config.json`: its run's is one level up.
+    if (run_dir / "config.json").is_file():
+        config_file, variant = run_dir / "config.json", None
+    elif (run_dir.parent / "config.json").is_file():
+        config_file, variant = run_dir.parent / "config.json", run_dir.name
+    else:
+        raise ValueError(f"{path} is not a run directory: no config.json in {run_dir} or its parent")
+    config = json.loads(config_file.read_text())
+    experiment = importlib.import_module(f"labml_nn.transformers.experiments.{config['module']}")
+    if not hasattr(experiment, "rebuild"):
+        raise ValueError(f"runs of the {config['module']!r} experiment do not hold a character language model "
+                         f"that load_run can rebuild")
+    if not checkpoint_path(run_dir).is_file():
+        raise ValueError(f"{run_dir} has no checkpoint.pt"
+                         + (": this run trained several variants; load one of their subdirectories"
+                            if variant is None and any(run_dir.glob("*/checkpoint.pt")) else ""))
+    state = load_checkpoint(run_dir, map_location=device)
+    tokenizer = CharTokenizer.from_dict(state["extra"]["tokenizer"])
+    model, context = experiment.rebuild(config["experiment"], tokenizer.n_vocab, variant)
+    model.load_state_dict(state["model"])
+    return TrainedModel(model.to(device).eval(), tokenizer, context, state["step"])

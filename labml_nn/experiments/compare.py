@@ -76,6 +76,15 @@ def check_variants(name: str, variants: Sequence) -> None:
         raise ValueError(f"{name} must be distinct and at least one, got {tuple(variants)}")
 
 
+# A variant named when one run of several is reloaded.
+def check_variant(variant: str | None, variants: Sequence) -> str:
+    """`variant` if it is one of `variants`, else a `ValueError` listing them."""
+    if variant not in [str(v) for v in variants]:
+        raise ValueError(f"this run trained the variants {', '.join(map(str, variants))}, each in its own "
+                         f"subdirectory: load one of them (the run directory / the variant), not {variant!r}")
+    return variant
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

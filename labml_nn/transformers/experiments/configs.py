@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from labml_nn.experiments.char_lm import baby_model, baby_trainer, check_context, generate_text, train_char_lm
-from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.cli import config_from_dict, run_experiment
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
 from labml_nn.transformers.gpt import check_init_std, init_gpt2_, small_init_std
@@ -147,15 +147,18 @@ def best() -> ConfigsExperiment:
 
 
 # ## The experiment
-def train(config: ConfigsExperiment, run: Run) -> dict:
-    def build_model(n_vocab: int) -> DecoderOnlyLM:
-        if config.model.n_src_vocab is not None and config.model.n_src_vocab != n_vocab:
-            raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
-                             f"got {config.model.n_src_vocab}")
-        return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab), config.tie_embeddings, config.init,
-                             config.init_std)
+def build_model(config: ConfigsExperiment, n_vocab: int) -> DecoderOnlyLM:
+    """The experiment's model for a vocabulary of `n_vocab` characters."""
+    if config.model.n_src_vocab is not None and config.model.n_src_vocab != n_vocab:
+        raise ValueError(f"n_src_vocab must be the text's vocabulary size {n_vocab} (or unset), "
+                         f"got {config.model.n_src_vocab}")
+    return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab), config.tie_embeddings, config.init,
+                         config.init_std)
 
-    model, tokenizer, result = train_char_lm(build_model, config.trainer, run, config.context)
+
+def train(config: ConfigsExperiment, run: Run) -> dict:
+    model, tokenizer, result = train_char_lm(lambda n_vocab: build_model(config, n_vocab), config.trainer, run,
+                                             config.context)
     if config.sample_tokens and run.is_main:
         sample = generate_text(model, tokenizer, "\n", config.sample_tokens, config.context, config.temperature,
                                seed=run.seed)
@@ -163,6 +166,16 @@ def train(config: ConfigsExperiment, run: Run) -> dict:
         print(f"--- sample ---\n{sample}\n--------------")
         result["sample"] = sample
     return result
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[DecoderOnlyLM, int]:
+    """The untrained model of a run of this experiment, and its context."""
+    config = config_from_dict(ConfigsExperiment, experiment)
+    return build_model(config, n_vocab), config.context
 
 
 def main(argv: list[str] | None = None) -> None:

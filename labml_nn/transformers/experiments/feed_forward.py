@@ -38,8 +38,8 @@ from torch import nn
 
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
                                           train_char_lm)
-from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import check_variants, train_variants
+from labml_nn.experiments.cli import config_from_dict, run_experiment
+from labml_nn.experiments.compare import check_variant, check_variants, train_variants
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import FFNActivation, TransformerConfigs
 from labml_nn.transformers.experiments.configs import DecoderOnlyLM
@@ -107,22 +107,41 @@ def plot_activations(path) -> None:
 
 
 # ## The experiment
+#
+# A variant is the same configuration with another `ffn_activation`, and the gated networks narrowed to equal
+# parameters.
+def variant_d_ff(config: FeedForwardExperiment, activation: str) -> int:
+    return gated_width(config.model.d_ff) if config.equal_parameters and activation in GATED else config.model.d_ff
+
+
+def variant_model(config: FeedForwardExperiment, activation: str, n_vocab: int) -> DecoderOnlyLM:
+    return DecoderOnlyLM(replace(config.model, ffn_activation=activation, d_ff=variant_d_ff(config, activation),
+                                 n_src_vocab=n_vocab))
+
+
 def train(config: FeedForwardExperiment, run: Run) -> dict:
     if run.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         plot_activations(run.path("activations.png"))
 
-    # The same configuration with another `ffn_activation`, and the gated networks narrowed to equal parameters.
     # The width is in the result, so that the comparison says what it compared.
     def train_one(activation: str, sub: Run) -> dict:
-        d_ff = gated_width(config.model.d_ff) if config.equal_parameters and activation in GATED else config.model.d_ff
-        model_config = replace(config.model, ffn_activation=activation, d_ff=d_ff)
-        _, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(model_config, n_src_vocab=n_vocab)),
+        _, _, result = train_char_lm(lambda n_vocab: variant_model(config, activation, n_vocab),
                                      config.trainer, sub, config.context)
-        result["d_ff"] = d_ff
+        result["d_ff"] = variant_d_ff(config, activation)
         return result
 
     return train_variants(run, config.variants, train_one, figures=["d_ff"])
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[DecoderOnlyLM, int]:
+    """The untrained model of a variant of a run of this experiment, and its context."""
+    config = config_from_dict(FeedForwardExperiment, experiment)
+    return variant_model(config, check_variant(variant, config.variants), n_vocab), config.context
 
 
 def main(argv: list[str] | None = None) -> None:

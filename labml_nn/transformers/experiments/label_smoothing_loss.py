@@ -47,8 +47,8 @@ from torch import nn
 
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
                                           train_char_lm)
-from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import check_variants, train_variants
+from labml_nn.experiments.cli import config_from_dict, run_experiment
+from labml_nn.experiments.compare import check_variant, check_variants, train_variants
 from labml_nn.experiments.data import BlockSource, load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
@@ -205,6 +205,17 @@ def train(config: LabelSmoothingExperiment, run: Run) -> dict:
     if run.is_main:
         plot_reliability(results, config.bins, run.path("reliability.png"))
     return summary
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[DecoderOnlyLM, int]:
+    """The untrained model of a variant (`smoothing_0`, ...) of a run of this experiment, and its context."""
+    config = config_from_dict(LabelSmoothingExperiment, experiment)
+    check_variant(variant, [f"smoothing_{smoothing:g}" for smoothing in config.smoothings])
+    return DecoderOnlyLM(replace(config.model, n_src_vocab=n_vocab)), config.context
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,7 +37,7 @@ import torch
 
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
                                           train_char_lm)
-from labml_nn.experiments.cli import run_experiment
+from labml_nn.experiments.cli import config_from_dict, run_experiment
 from labml_nn.experiments.data import load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import TransformerConfigs
@@ -185,6 +185,16 @@ def train(config: MHAExperiment, run: Run) -> dict:
                   f"{distances[config.head_layer, config.head]:.1f} characters back on average",
                   run.path("attention_head.png"))
     return result
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[GPT, int]:
+    """The untrained model of a run of this experiment, and its context."""
+    config = config_from_dict(MHAExperiment, experiment)
+    return build_model(config.model, n_vocab, config.init_std), config.context
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, tiny_model, tiny_trainer,
                                           train_char_lm)
-from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import check_variants, train_variants
+from labml_nn.experiments.cli import config_from_dict, run_experiment
+from labml_nn.experiments.compare import check_variant, check_variants, train_variants
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import Positional, TransformerConfigs
 from labml_nn.transformers.experiments.configs import DecoderOnlyLM
@@ -101,6 +101,11 @@ def plot_encoding(d_model: int, positions: int, path) -> None:
 
 # ## The experiment
 #
+# A variant is the same configuration with another `positional`.
+def variant_model(config: PositionalEncodingExperiment, positional: str, n_vocab: int) -> DecoderOnlyLM:
+    return DecoderOnlyLM(replace(config.model, positional=positional, n_src_vocab=n_vocab))
+
+
 # The encodings are drawn at the model's width and over the training context, the positions the model sees.
 def train(config: PositionalEncodingExperiment, run: Run) -> dict:
     if run.is_main:
@@ -110,12 +115,21 @@ def train(config: PositionalEncodingExperiment, run: Run) -> dict:
     # Each variant is the same configuration with another `positional`, trained on the same batches from the same
     # seed: the only difference between the runs is how positions enter.
     def train_one(positional: str, sub: Run) -> dict:
-        model = replace(config.model, positional=positional)
-        _, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(model, n_src_vocab=n_vocab)),
+        _, _, result = train_char_lm(lambda n_vocab: variant_model(config, positional, n_vocab),
                                      config.trainer, sub, config.context)
         return result
 
     return train_variants(run, config.variants, train_one)
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[DecoderOnlyLM, int]:
+    """The untrained model of a variant of a run of this experiment, and its context."""
+    config = config_from_dict(PositionalEncodingExperiment, experiment)
+    return variant_model(config, check_variant(variant, config.variants), n_vocab), config.context
 
 
 def main(argv: list[str] | None = None) -> None:

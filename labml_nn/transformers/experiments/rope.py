@@ -42,8 +42,8 @@ from dataclasses import dataclass, field, replace
 
 from labml_nn.experiments.char_lm import (baby_model, baby_trainer, check_context, loss_by_position, tiny_model,
                                           tiny_trainer, train_char_lm)
-from labml_nn.experiments.cli import run_experiment
-from labml_nn.experiments.compare import check_variants, train_variants
+from labml_nn.experiments.cli import config_from_dict, run_experiment
+from labml_nn.experiments.compare import check_variant, check_variants, train_variants
 from labml_nn.experiments.data import load_tiny_shakespeare
 from labml_nn.experiments.trainer import Run, TrainerConfig
 from labml_nn.transformers.configs import Positional, TransformerConfigs
@@ -112,6 +112,11 @@ def plot_loss_by_position(curves: dict[str, list[float]], context: int, path) ->
 
 # ## The experiment
 #
+# A variant is the same configuration with another `positional`.
+def variant_model(config: RoPEExperiment, positional: str, n_vocab: int) -> DecoderOnlyLM:
+    return DecoderOnlyLM(replace(config.model, positional=positional, n_src_vocab=n_vocab))
+
+
 # Each variant trains, then reads the same longer validation blocks.
 def train(config: RoPEExperiment, run: Run) -> dict:
     data = load_tiny_shakespeare(run.data_dir)
@@ -121,8 +126,7 @@ def train(config: RoPEExperiment, run: Run) -> dict:
     # The same configuration with another `positional`. After training, the loss at every position of blocks of
     # `eval_context` characters, split at the training context.
     def train_one(positional: str, sub: Run) -> dict:
-        model_config = replace(config.model, positional=positional)
-        model, _, result = train_char_lm(lambda n_vocab: DecoderOnlyLM(replace(model_config, n_src_vocab=n_vocab)),
+        model, _, result = train_char_lm(lambda n_vocab: variant_model(config, positional, n_vocab),
                                          config.trainer, sub, config.context)
         # `[eval_context]`
         curve = loss_by_position(model, data.val, config.eval_context, config.eval_batches,
@@ -140,6 +144,16 @@ def train(config: RoPEExperiment, run: Run) -> dict:
     if run.is_main:
         plot_loss_by_position(curves, config.context, run.path("loss_by_position.png"))
     return summary
+
+
+# ## Reloading a run
+#
+# The model of a finished run (or of one of its variants), for [`load_run`](/experiments/char_lm.md#load_run):
+# the configuration comes from the run's `config.json`, the vocabulary size from its tokenizer.
+def rebuild(experiment: dict, n_vocab: int, variant: str | None = None) -> tuple[DecoderOnlyLM, int]:
+    """The untrained model of a variant of a run of this experiment, and its context."""
+    config = config_from_dict(RoPEExperiment, experiment)
+    return variant_model(config, check_variant(variant, config.variants), n_vocab), config.context
 
 
 def main(argv: list[str] | None = None) -> None:
