@@ -402,3 +402,25 @@ def test_quality_benchmark_smoke(data_dir):
                             timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "LABML_NN_DATA": str(data_dir)})
     assert result.returncode == 0, result.stderr
     assert "labml_nn GPT" in result.stdout and "nanoGPT" in result.stdout and "paired" in result.stdout
+
+
+# ## top_k against the vocabulary
+
+def test_top_k_larger_than_the_vocabulary_is_an_error_naming_both_numbers():
+    model = tiny_gpt()
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    for temperature in (1.0, 0.0):
+        with pytest.raises(ValueError, match=r"top_k \(24\) is larger than the vocabulary \(23 tokens\)"):
+            model.generate(prompt, 3, temperature=temperature, top_k=24)
+    logits = torch.randn(2, 10)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        sample(logits, top_k=11)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        sample(logits, temperature=0.0, top_k=11)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        top_k_filter(logits, 11)
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(prompt, 3, top_k=True)
+    # exactly the vocabulary keeps every token
+    assert torch.equal(top_k_filter(logits, 10), logits)
+    assert model.generate(prompt, 3, top_k=23).shape == (1, 5)

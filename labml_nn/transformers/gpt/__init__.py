@@ -247,14 +247,15 @@ class GPT(nn.Module):
             tokens: the prompt, token ids `[batch, prompt]` with `prompt >= 1`.
             max_new_tokens: how many tokens to add.
             temperature: divides the logits; `0` picks the most likely token (greedy decoding).
-            top_k: sample only among the `top_k` most likely tokens.
+            top_k: sample only among the `top_k` most likely tokens; at most the vocabulary size (`ValueError`
+                otherwise).
             top_p: sample only among the smallest set of most likely tokens whose probability reaches `top_p`.
 
         Returns:
             `[batch, prompt + max_new_tokens]`, the prompt followed by the new tokens. Sampling uses torch's
             global random number generator, so `torch.manual_seed` makes it repeatable.
         """
-        check_sampling_arguments(temperature, top_k, top_p)
+        check_sampling_arguments(temperature, top_k, top_p, self.n_vocab)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if tokens.dim() != 2 or tokens.shape[1] < 1:
@@ -362,20 +363,35 @@ def check_init_std(std: float) -> None:
 # set of most likely tokens whose total probability reaches $p$. Unlike a fixed $k$, the set adapts: a few
 # tokens when the model is sure, many when it is not. Top-$k$ is applied first, then top-$p$ on what is left,
 # after the temperature.
-def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None) -> None:
+#
+# A `top_k` larger than the vocabulary is an error rather than silently "all tokens": it is almost always a
+# value meant for another model (GPT-2's 50257 tokens against a character model's 65), and the caller should know
+# that it filters nothing. `top_k` equal to the vocabulary keeps every token, as it says.
+def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None,
+                             n_vocab: int | None = None) -> None:
+    """`ValueError` for a bad temperature, `top_k` or `top_p`; with `n_vocab`, also for `top_k > n_vocab`."""
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+    if top_k is not None and n_vocab is not None:
+        check_top_k_fits(top_k, n_vocab)
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+
+
+def check_top_k_fits(top_k: int, n_vocab: int) -> None:
+    if top_k > n_vocab:
+        raise ValueError(f"top_k ({top_k}) is larger than the vocabulary ({n_vocab} tokens); "
+                         f"use top_k <= {n_vocab}, or None to keep every token")
 
 
 # ### Top-k filtering
 #
 # Logits below the $k$-th largest become $-\infty$, so their probability is zero. `logits` is `[batch, n_vocab]`.
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    if top_k >= logits.shape[-1]:
+    check_top_k_fits(top_k, logits.shape[-1])
+    if top_k == logits.shape[-1]:
         return logits
     # The $k$-th largest logit of each row, `[batch, 1]`
     kth = logits.topk(top_k, dim=-1).values[:, -1:]
@@ -405,6 +421,8 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None) -> torch.Tensor:
     """The next token `[batch]` drawn from `logits` `[batch, n_vocab]`; `temperature=0` is greedy."""
+    if top_k is not None:
+        check_top_k_fits(top_k, logits.shape[-1])
     if temperature == 0:
         return logits.argmax(dim=-1)
     # Filtering and the softmax in float32, whatever the model's dtype, so that small probabilities survive.
