@@ -93,7 +93,7 @@ a small GPT on Tiny Shakespeare and samples from it.
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -233,13 +233,23 @@ class GPT(nn.Module):
     # So once the window is full, each step recomputes the window from scratch, exactly as the uncached
     # loop does; the cache saves work for the first `max_len` positions, which is where generation usually stays.
     #
+    # **Stopping.** With `eos_token_id` (one id or several, the name Hugging Face uses), a row is finished once it
+    # has generated one of them, as a row of [`Llama.generate`](/transformers/llama/generation.md#Llama.generate)
+    # stops at its tokenizer's stop tokens. The stop token is kept; every later position of a finished row holds
+    # `pad_token_id` (the first stop token unless given), and generation ends when every row has finished, so the
+    # result may be shorter than `prompt + max_new_tokens`. A finished row still runs through the model with the
+    # others (a batch moves together), but rows never attend to each other, so its padding changes nothing for the
+    # rest. Stop tokens in the prompt do not count. Knowing whether every row has finished means reading a flag
+    # back from the device, one synchronisation per step, which is paid only when there are stop tokens.
+    #
     # Dropout would make the cached and uncached paths differ and has no place in sampling, so the model is put
     # in evaluation mode for the call and returned to its previous mode afterwards. The work runs under
     # `torch.inference_mode()`, which skips autograd's bookkeeping entirely; the result is copied out of it at the
     # end, because an inference-mode tensor can never enter a computation that autograd records (say, as
     # training data for the next step), and a few integers are cheap to copy.
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None, *,
+                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
         """
         Sample `max_new_tokens` tokens after the prompt `tokens` `[batch, prompt]`.
 
@@ -250,16 +260,20 @@ class GPT(nn.Module):
             top_k: sample only among the `top_k` most likely tokens; at most the vocabulary size (`ValueError`
                 otherwise).
             top_p: sample only among the smallest set of most likely tokens whose probability reaches `top_p`.
+            eos_token_id: optional stop token id, or several: a row that generates one is finished.
+            pad_token_id: what fills a finished row after its stop token; defaults to the (first) stop token.
 
         Returns:
-            `[batch, prompt + max_new_tokens]`, the prompt followed by the new tokens. Sampling uses torch's
-            global random number generator, so `torch.manual_seed` makes it repeatable.
+            `[batch, prompt + new]`, the prompt followed by the new tokens: `new = max_new_tokens`, or fewer when every
+            row has generated a stop token. Sampling uses torch's global random number generator, so
+            `torch.manual_seed` makes it repeatable.
         """
         check_sampling_arguments(temperature, top_k, top_p, self.n_vocab)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if tokens.dim() != 2 or tokens.shape[1] < 1:
             raise ValueError(f"tokens must be [batch, prompt] with prompt >= 1, got shape {tuple(tokens.shape)}")
+        stop_ids, pad = self.check_stop_tokens(eos_token_id, pad_token_id)
 
         batch, prompt = tokens.shape
         total = prompt + max_new_tokens
@@ -270,26 +284,57 @@ class GPT(nn.Module):
                 # `[batch, prompt + max_new_tokens]`, the prompt followed by the tokens generated so far
                 out = torch.empty(batch, total, dtype=tokens.dtype, device=tokens.device)
                 out[:, :prompt] = tokens
+                end = prompt
                 if max_new_tokens > 0:
-                    self.extend(out, prompt, temperature, top_k, top_p)
+                    eos = torch.tensor(stop_ids, dtype=tokens.dtype, device=tokens.device) if stop_ids else None
+                    end = self.extend(out, prompt, temperature, top_k, top_p, eos, pad)
         finally:
             self.train(was_training)
-        return out.clone()
+        return out[:, :end].clone()
+
+    # Stop and padding ids must be tokens of the vocabulary; padding without a stop token would never be used.
+    def check_stop_tokens(self, eos_token_id: int | Sequence[int] | None, pad_token_id: int | None
+                          ) -> tuple[list[int], int | None]:
+        """The stop token ids as a list (empty without `eos_token_id`) and the padding id; `ValueError` if bad."""
+        if eos_token_id is None:
+            if pad_token_id is not None:
+                raise ValueError(f"pad_token_id={pad_token_id!r} needs eos_token_id: only finished rows are padded")
+            return [], None
+        stop_ids = [eos_token_id] if not isinstance(eos_token_id, Sequence) else list(eos_token_id)
+        if not stop_ids or not all(self.is_token_id(i) for i in stop_ids):
+            raise ValueError(f"eos_token_id must be a token id in [0, {self.n_vocab}) or a non-empty list of them, "
+                             f"got {eos_token_id!r}")
+        if pad_token_id is not None and not self.is_token_id(pad_token_id):
+            raise ValueError(f"pad_token_id must be a token id in [0, {self.n_vocab}), got {pad_token_id!r}")
+        return stop_ids, stop_ids[0] if pad_token_id is None else pad_token_id
+
+    def is_token_id(self, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.n_vocab
 
     # ### The decoding loop
     #
-    # Fills `out[:, prompt:]` given the prompt in `out[:, :prompt]`.
+    # Fills `out[:, prompt:]` given the prompt in `out[:, :prompt]`, and returns where the tokens end: `total`, or
+    # earlier when every row has generated one of the stop tokens `eos` (`[n_stop]`, or `None`).
     def extend(self, out: torch.Tensor, prompt: int, temperature: float, top_k: int | None,
-               top_p: float | None) -> None:
+               top_p: float | None, eos: torch.Tensor | None = None, pad: int | None = None) -> int:
         batch, total = out.shape
         caches = self.new_caches(batch, min(total, self.max_len), out.device)
+        # Which rows have generated a stop token, `[batch]`
+        finished = torch.zeros(batch, dtype=torch.bool, device=out.device)
         # Prefill: the last `max_len` tokens of the prompt; the last position's hidden state `[batch, d_model]`
         hidden = self.hidden_states(out[:, max(0, prompt - self.max_len):prompt], caches)[:, -1]
         for t in range(prompt, total):
             # The next token's logits `[batch, n_vocab]` and the token drawn from them, `[batch]`
-            out[:, t] = sample(self.head(hidden), temperature, top_k, top_p)
+            token = sample(self.head(hidden), temperature, top_k, top_p)
+            if eos is not None:
+                # Finished rows get padding; a row finishes with its first stop token.
+                token = token.masked_fill(finished, pad)
+                finished |= torch.isin(token, eos)
+            out[:, t] = token
             if t + 1 == total:
                 break
+            if eos is not None and bool(finished.all()):
+                return t + 1
             if caches is not None and caches[0].length < self.max_len:
                 # The new token alone, after the cached positions, `[batch, 1]`
                 hidden = self.hidden_states(out[:, t:t + 1], caches)[:, -1]
@@ -297,6 +342,7 @@ class GPT(nn.Module):
                 # The window is full: recompute the last `max_len` tokens, `[batch, max_len]`
                 caches = None
                 hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
+        return total
 
 
 # ## GPT-2's initialisation
