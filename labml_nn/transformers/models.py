@@ -221,7 +221,7 @@ class TransformerLayer(nn.Module):
         feed_forward: the position-wise [`FeedForward`](/transformers/feed_forward.md#FeedForward) network.
         dropout_prob: dropout on each sublayer's output, before it is added to the residual.
         pre_norm: pre-norm (default) or the paper's post-norm.
-        norm_eps: the $\epsilon$ of the layer normalisations (PyTorch's default $10^{-5}$); the stack's final
+        norm_eps: the epsilon of the layer normalisations (PyTorch's default $10^{-5}$); the stack's final
             normalisation takes the same.
     """
 

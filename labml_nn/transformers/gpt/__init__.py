@@ -480,3 +480,15 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
     # `[batch, 1]` to `[batch]`
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)
 
+
+
+# ## GPT-2's weights
+#
+# [`load_hf`](/transformers/gpt/hf.md#load_hf) loads Hugging Face's GPT-2 checkpoints into this model; it lives on
+# [its own page](/transformers/gpt/hf.md), which imports this one, so the name is looked up when first asked for
+# ([PEP 562](https://peps.python.org/pep-0562/)): `from labml_nn.transformers.gpt import load_hf` works.
+def __getattr__(name: str):
+    if name == "load_hf":
+        from labml_nn.transformers.gpt.hf import load_hf
+        return load_hf
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
