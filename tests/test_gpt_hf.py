@@ -191,3 +191,20 @@ def test_missing_files(tmp_path, saved):
     (tmp_path / "config.json").write_text(json.dumps(saved[2]))
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_hf(tmp_path)
+
+
+# ## The pages' snippets run
+
+@pytest.mark.parametrize("module", ["labml_nn.transformers.gpt.hf", "labml_nn.transformers.experiments.gpt"])
+def test_page_snippet_runs_on_a_tiny_gpt2_sized_vocabulary(tmp_path, module):
+    import importlib
+    import re
+
+    theirs = reference_model(vocab_size=50257, n_embd=8, n_layer=1, n_head=2, n_inner=None, n_positions=32)
+    save(theirs, tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", importlib.import_module(module).__doc__, re.DOTALL)
+    assert len(blocks) == 1 and 'load_hf("gpt2")' in blocks[0]
+    namespace: dict = {}
+    exec(compile(blocks[0].replace('load_hf("gpt2")', f"load_hf({str(tmp_path)!r})"), module, "exec"), namespace)
+    out = namespace["out"]
+    assert out.shape[0] == 1 and 5 < out.shape[1] <= 25 and torch.equal(out[:, :5], namespace["tokens"])

@@ -86,7 +86,21 @@ Recomputing the whole prefix for every new token costs a forward pass over $t$ p
 causal model the keys and values of earlier positions never change, so a
 [key/value cache](/transformers/mha.md#KVCache) keeps them and each step only runs the new token through the
 layers. Sampling is shaped by the temperature and by top-$k$ and nucleus (top-$p$) filtering, explained
-[below](#sampling).
+[below](#sampling). With `eos_token_id` a row stops at its first stop token, and generation ends when every row
+has stopped, as in [Llama's](/transformers/llama/generation.md#Llama.generate).
+
+## GPT-2's weights
+
+[`load_hf`](/transformers/gpt/hf.md#load_hf) loads Hugging Face's GPT-2 checkpoints (`gpt2`, `gpt2-medium`, ...,
+or any `GPT2LMHeadModel.save_pretrained` directory) into this class, offline, where nanoGPT's
+`GPT.from_pretrained('gpt2')` downloads them. GPT-2 is this model with learned positions, unscaled embeddings and
+pre-norm layers, as above, and with biases on every linear layer except the tied output layer, which is what
+the [attention](/transformers/mha.md#MultiHeadAttention) and the
+[feed-forward network](/transformers/feed_forward.md#FeedForward) have by default. Two things differ and are
+options of the configuration: GPT-2's feed-forward network uses the **tanh approximation of the GELU**
+(Hugging Face's `gelu_new`, our `ffn_activation="gelu_tanh"`) rather than the exact GELU of `"gelu"`, which the
+experiment trains with; and the layer norms' $\epsilon$ comes from the checkpoint (`norm_eps`).
+[Its page](/transformers/gpt/hf.md) has the name map between their tensors and ours.
 
 The experiment (`python -m labml_nn.transformers.gpt`, see [its page](/transformers/experiments/gpt.md)) trains
 a small GPT on Tiny Shakespeare and samples from it.

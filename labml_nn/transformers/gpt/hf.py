@@ -11,10 +11,13 @@ yours, once (for instance `huggingface-cli download gpt2 config.json model.safet
 [`load_hf`](#load_hf) reads the directory offline:
 
 ```python
+import torch
 from labml_nn.transformers.gpt import load_hf
 
 model = load_hf("gpt2")  # a GPT in evaluation mode, float32, on the CPU
-out = model.generate(tokens, 40, top_k=50, eos_token_id=50256)  # tokens from GPT-2's BPE tokenizer
+# "Hello, my dog is" in GPT-2's byte-pair tokens (tiktoken.get_encoding("gpt2") encodes and decodes text)
+tokens = torch.tensor([[15496, 11, 616, 3290, 318]])
+out = model.generate(tokens, 20, temperature=0.8, top_k=50, eos_token_id=50256)  # 50256: <|endoftext|>
 ```
 
 It reads the two files Hugging Face writes: `config.json`, the hyper-parameters of `GPT2Config`, and
