@@ -84,6 +84,8 @@ from labml_nn.transformers.hf_checkpoints import (Row, config_from_dict, load_ta
 
 __all__ = ["GPT2Config", "gpt2_table", "load_hf", "HF_ACTIVATIONS"]
 
+# <a id="HF_ACTIVATIONS"></a>
+#
 # ## GPT-2's activations
 #
 # The names Hugging Face's configurations use, and ours. Five of theirs are the tanh approximation written in
