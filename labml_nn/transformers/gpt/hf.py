@@ -41,6 +41,10 @@ added to the configuration with defaults that keep every other model as it was:
 * **The layer norms' $\epsilon$** is `layer_norm_epsilon` in `config.json`, $10^{-5}$ for OpenAI's models and
   PyTorch's default; `norm_eps` carries any other value.
 
+Our GPT takes no attention mask: where Hugging Face's model gets an `attention_mask` for a batch of prompts of
+different lengths, ours needs the rows padded on the right, and then the logits at every real position are the
+same, because no position attends to the padding after it.
+
 What is not the same, and does not change the outputs in evaluation mode: GPT-2 has three dropout rates
 (embeddings, attention weights, residual branches) where `TransformerConfigs` has one, so they must be equal (or
 `dropout` given to `load_hf`); and our feed-forward network also drops out its hidden layer when training.
@@ -121,7 +125,7 @@ class GPT2Config:
         initializer_range: the $\sigma$ of the initialisation (used only before the weights are loaded).
         n_ctx: an old name for `n_positions`, kept by older files; must equal it.
         scale_attn_weights: divide scores by $\sqrt{d_{head}}$; must be true.
-        scale_attn_by_inverse_layer_idx: also divide by the layer's number (Mistral's GPT-2 runs); must be false.
+        scale_attn_by_inverse_layer_idx: also divide by the layer's number (Stanford CRFM's Mistral runs); must be false.
         reorder_and_upcast_attn: compute the scores in float32 under autocast; no effect on float32 weights.
         add_cross_attention: attention over an encoder; must be false.
         tie_word_embeddings: the output layer is the token embedding; must be true.
