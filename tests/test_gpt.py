@@ -514,3 +514,36 @@ def test_bad_stop_tokens_raise_value_error():
                          (dict(pad_token_id=0), "pad_token_id")]:
         with pytest.raises(ValueError, match=name):
             model.generate(prompt, 3, **kwargs)
+
+
+def cut_at_stop(free: torch.Tensor, prompt: int, stop: set[int], pad: int) -> torch.Tensor:
+    """What stopping makes of a free greedy generation: each row cut after its first stop token and padded, the
+    whole cut where the last row finished (greedy rows are independent, so stopping changes nothing before)."""
+    rows, ends = free.tolist(), []
+    for row in rows:
+        end = next((t + 1 for t in range(prompt, len(row)) if row[t] in stop), None)
+        ends.append(end)
+        if end is not None:
+            row[end:] = [pad] * (len(row) - end)
+    length = max(ends) if all(end is not None for end in ends) else free.shape[1]
+    return torch.tensor(rows, device=free.device)[:, :length]
+
+
+def test_stopping_a_greedy_generation_cuts_the_free_one():
+    model = tiny_gpt()
+    prompt = torch.randint(23, (3, 3))
+    free = model.generate(prompt, 12, temperature=0.0)
+    for eos in ([int(t) for t in free[:, 3 + 2]], [int(free[1, 3 + 5])]):
+        assert torch.equal(model.generate(prompt, 12, temperature=0.0, eos_token_id=eos),
+                           cut_at_stop(free, 3, set(eos), eos[0]))
+
+
+@pytest.mark.cuda
+def test_cuda_generate_with_stop_tokens(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = tiny_gpt(torch.float32).cuda()
+    prompt = torch.randint(23, (3, 3), device="cuda")
+    free = generate_by_recomputing(model, prompt, 15)
+    for eos in ([int(t) for t in free[:, 3 + 2]], [int(free[1, 3 + 5])]):
+        got = model.generate(prompt, 15, temperature=0.0, eos_token_id=eos)
+        assert got.device.type == "cuda" and torch.equal(got, cut_at_stop(free, 3, set(eos), eos[0]))
