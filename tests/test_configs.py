@@ -1,6 +1,7 @@
 """TransformerConfigs: defaults, JSON round trip, clear errors for every bad value, and every choice builds a model."""
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -156,3 +157,29 @@ def test_linear_layers_get_xavier_initialisation():
     bound = (6 / (64 + 256)) ** 0.5
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
     assert (model.encoder.layers[0].feed_forward.layer1.bias == 0).all()
+
+
+# ## GPT-2's options: the tanh GELU and the layer norms' epsilon (defaults unchanged)
+
+def test_gelu_tanh_is_gpt2s_formula_and_plain():
+    ff = tiny(ffn_activation="gelu_tanh").build_feed_forward()
+    assert ff.linear_v is None and ff.layer1.bias is not None and ff.layer2.bias is not None
+    z = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    # GPT-2's `gelu_new`, written out
+    expected = 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+    assert torch.allclose(ff.activation(z), expected, atol=1e-12)
+    # and it is not the exact GELU that `gelu` keeps
+    assert type(tiny(ffn_activation="gelu").build_feed_forward().activation) is nn.GELU
+    assert tiny(ffn_activation="gelu").build_feed_forward().activation.approximate == "none"
+
+
+def test_norm_eps_reaches_every_layer_norm_and_defaults_to_torchs():
+    for eps, expected in ((None, 1e-5), (1e-6, 1e-6)):
+        c = tiny() if eps is None else tiny(norm_eps=eps)
+        model = c.build_encoder_decoder()
+        norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+        assert len(norms) == 2 * 2 + 2 * 3 + 2 and {m.eps for m in norms} == {expected}
+    assert TransformerConfigs.from_dict(tiny(norm_eps=1e-6).to_dict()).norm_eps == 1e-6
+    for bad in (0.0, -1e-5, 1.0, True, "1e-5"):
+        with pytest.raises(ValueError, match="norm_eps"):
+            tiny(norm_eps=bad)

@@ -402,3 +402,148 @@ def test_quality_benchmark_smoke(data_dir):
                             timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "LABML_NN_DATA": str(data_dir)})
     assert result.returncode == 0, result.stderr
     assert "labml_nn GPT" in result.stdout and "nanoGPT" in result.stdout and "paired" in result.stdout
+
+
+# ## top_k against the vocabulary
+
+def test_top_k_larger_than_the_vocabulary_is_an_error_naming_both_numbers():
+    model = tiny_gpt()
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    for temperature in (1.0, 0.0):
+        with pytest.raises(ValueError, match=r"top_k \(24\) is larger than the vocabulary \(23 tokens\)"):
+            model.generate(prompt, 3, temperature=temperature, top_k=24)
+    logits = torch.randn(2, 10)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        sample(logits, top_k=11)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        sample(logits, temperature=0.0, top_k=11)
+    with pytest.raises(ValueError, match=r"top_k \(11\).*\(10 tokens\)"):
+        top_k_filter(logits, 11)
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(prompt, 3, top_k=True)
+    # exactly the vocabulary keeps every token
+    assert torch.equal(top_k_filter(logits, 10), logits)
+    assert model.generate(prompt, 3, top_k=23).shape == (1, 5)
+
+
+# ## Stop tokens
+
+def generate_with_stop_by_recomputing(model: GPT, tokens: torch.Tensor, max_new_tokens: int, stop: set[int],
+                                      pad: int) -> torch.Tensor:
+    """The reference: greedy decoding by full forward passes over the last `max_len` tokens, in plain Python lists:
+    a row finishes with its first stop token and is padded after it; the loop ends when every row has finished."""
+    rows = tokens.tolist()
+    finished = [False] * len(rows)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(torch.tensor(rows)[:, -model.max_len:])[:, -1]
+            for row, token in enumerate(logits.argmax(dim=-1).tolist()):
+                rows[row].append(pad if finished[row] else token)
+                finished[row] = finished[row] or token in stop
+            if all(finished):
+                break
+    return torch.tensor(rows)
+
+
+@pytest.mark.parametrize("positional", ["learned", "rope"])
+def test_generate_stops_at_eos_like_a_loop_of_full_forward_passes(positional):
+    model = tiny_gpt(positional=positional)
+    prompt = torch.randint(23, (3, 3))
+    new = 15  # past max_len = 12, so the window slides too
+    free = generate_by_recomputing(model, prompt, new)
+    assert torch.equal(model.generate(prompt, new, temperature=0.0), free)
+    cases = [
+        # row 0 stops at its 4th new token; the others go on (or stop too if they meet the same token)
+        (int(free[0, 3 + 3]), None),
+        # every row's 3rd new token is a stop token: all finish by then and the result is shorter
+        ([int(t) for t in free[:, 3 + 2]], 0),
+        # a token that is never generated: nothing stops
+        (sorted(set(range(23)) - set(free[:, 3:].flatten().tolist()))[0], None),
+    ]
+    for eos, pad in cases:
+        stop = {eos} if isinstance(eos, int) else set(eos)
+        expected = generate_with_stop_by_recomputing(model, prompt, new, stop, pad if pad is not None else
+                                                     (eos if isinstance(eos, int) else eos[0]))
+        got = model.generate(prompt, new, temperature=0.0, eos_token_id=eos, pad_token_id=pad)
+        assert torch.equal(got, expected), (eos, pad)
+    # the all-finish case really ended early, and a never-generated stop token changes nothing
+    assert model.generate(prompt, new, temperature=0.0, eos_token_id=cases[1][0]).shape[1] <= 3 + 3
+    assert torch.equal(model.generate(prompt, new, temperature=0.0, eos_token_id=cases[2][0]), free)
+
+
+def test_sampled_generation_with_eos_is_the_free_sample_cut_and_padded():
+    # Finished rows still draw (and discard) their samples, so with the same seed every row's tokens up to its stop
+    # token are those of the generation without stop tokens.
+    model = tiny_gpt()
+    prompt = torch.randint(23, (4, 2))
+    torch.manual_seed(5)
+    free = model.generate(prompt, 10, temperature=1.0)
+    eos = [int(free[0, 4]), int(free[1, 6])]
+    torch.manual_seed(5)
+    got = model.generate(prompt, 10, temperature=1.0, eos_token_id=eos, pad_token_id=22)
+    assert torch.equal(got[:, :2], prompt)
+    for row in range(4):
+        new = free[row, 2:got.shape[1]].tolist()
+        stops = [i for i, token in enumerate(new) if token in eos]
+        end = stops[0] + 1 if stops else len(new)
+        assert got[row, 2:2 + end].tolist() == new[:end]
+        assert (got[row, 2 + end:] == 22).all()
+    finished_at = [next((i for i, t in enumerate(free[row, 2:].tolist()) if t in eos), None) for row in range(4)]
+    if all(i is not None for i in finished_at):
+        assert got.shape[1] == 2 + max(finished_at) + 1
+    else:
+        assert got.shape[1] == 12
+
+
+def test_stop_token_in_the_prompt_does_not_stop():
+    model = tiny_gpt()
+    prompt = torch.randint(23, (2, 4))
+    eos = int(prompt[0, -1])
+    out = model.generate(prompt, 5, temperature=0.0, eos_token_id=eos)
+    free = model.generate(prompt, 5, temperature=0.0)
+    assert torch.equal(out[0, :5], free[0, :5]) and out.shape[1] >= 5
+
+
+def test_bad_stop_tokens_raise_value_error():
+    model = tiny_gpt()
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    for kwargs, name in [(dict(eos_token_id=23), "eos_token_id"), (dict(eos_token_id=-1), "eos_token_id"),
+                         (dict(eos_token_id=[]), "eos_token_id"), (dict(eos_token_id=[1, 99]), "eos_token_id"),
+                         (dict(eos_token_id=True), "eos_token_id"), (dict(eos_token_id=1.0), "eos_token_id"),
+                         (dict(eos_token_id=1, pad_token_id=23), "pad_token_id"),
+                         (dict(pad_token_id=0), "pad_token_id")]:
+        with pytest.raises(ValueError, match=name):
+            model.generate(prompt, 3, **kwargs)
+
+
+def cut_at_stop(free: torch.Tensor, prompt: int, stop: set[int], pad: int) -> torch.Tensor:
+    """What stopping makes of a free greedy generation: each row cut after its first stop token and padded, the
+    whole cut where the last row finished (greedy rows are independent, so stopping changes nothing before)."""
+    rows, ends = free.tolist(), []
+    for row in rows:
+        end = next((t + 1 for t in range(prompt, len(row)) if row[t] in stop), None)
+        ends.append(end)
+        if end is not None:
+            row[end:] = [pad] * (len(row) - end)
+    length = max(ends) if all(end is not None for end in ends) else free.shape[1]
+    return torch.tensor(rows, device=free.device)[:, :length]
+
+
+def test_stopping_a_greedy_generation_cuts_the_free_one():
+    model = tiny_gpt()
+    prompt = torch.randint(23, (3, 3))
+    free = model.generate(prompt, 12, temperature=0.0)
+    for eos in ([int(t) for t in free[:, 3 + 2]], [int(free[1, 3 + 5])]):
+        assert torch.equal(model.generate(prompt, 12, temperature=0.0, eos_token_id=eos),
+                           cut_at_stop(free, 3, set(eos), eos[0]))
+
+
+@pytest.mark.cuda
+def test_cuda_generate_with_stop_tokens(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = tiny_gpt(torch.float32).cuda()
+    prompt = torch.randint(23, (3, 3), device="cuda")
+    free = generate_by_recomputing(model, prompt, 15)
+    for eos in ([int(t) for t in free[:, 3 + 2]], [int(free[1, 3 + 5])]):
+        got = model.generate(prompt, 15, temperature=0.0, eos_token_id=eos)
+        assert got.device.type == "cuda" and torch.equal(got, cut_at_stop(free, 3, set(eos), eos[0]))

@@ -579,3 +579,26 @@ def test_cuda_bfloat16_build_and_cached_decoding(checkpoint):
     assert (cached - expected).abs().max() < 0.05 * expected.abs().max()
     out = llama.generate(PROMPTS, max_gen_len=8, temperature=0.0)
     assert [len(row) for row in out] == [8, 8, 8]
+
+
+# ## Meta's import path
+
+@pytest.mark.parametrize("first", ["labml_nn.transformers.llama", "labml_nn.transformers.llama.generation"])
+def test_llama_imports_from_the_package_as_in_metas_code(first):
+    import subprocess
+    import sys
+
+    # A fresh interpreter, so that the import order is the one under test and nothing is imported already.
+    code = (f"import {first}\n"
+            "from labml_nn.transformers.llama import Llama\n"
+            "from labml_nn.transformers.llama.generation import Llama as FromGeneration\n"
+            "assert Llama is FromGeneration and hasattr(Llama, 'build')\n"
+            "import labml_nn.transformers.llama as package\n"
+            "try:\n"
+            "    package.NoSuchName\n"
+            "except AttributeError as error:\n"
+            "    assert 'NoSuchName' in str(error)\n"
+            "else:\n"
+            "    raise AssertionError('no AttributeError')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

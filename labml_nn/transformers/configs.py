@@ -27,13 +27,16 @@ The choices:
   `learned` adds learned position vectors (GPT-2), `rope` rotates the queries and keys of self-attention
   ([rotary embeddings](/transformers/rope/index.md)) and adds nothing to the embeddings, and `none` gives no
   position information at all (a causal model can still infer some from how much it can see).
-* `ffn_activation`: the [feed-forward network](/transformers/feed_forward.md). `relu` (the paper) and `gelu`
-  (GPT, BERT) are plain two-layer networks, $\text{FFN}(x) = f(x W_1 + b_1) W_2 + b_2$; `glu`, `geglu` and
-  `swiglu` are gated, $\text{FFN}(x) = \big(f(x W_1) \odot x V\big) W_2$ with $f$ the sigmoid, GELU and Swish
+* `ffn_activation`: the [feed-forward network](/transformers/feed_forward.md). `relu` (the paper), `gelu`
+  (BERT) and `gelu_tanh` (GPT-2's tanh approximation of the GELU) are plain two-layer networks,
+  $\text{FFN}(x) = f(x W_1 + b_1) W_2 + b_2$; `glu`, `geglu` and `swiglu` are gated,
+  $\text{FFN}(x) = \big(f(x W_1) \odot x V\big) W_2$ with $f$ the sigmoid, GELU and Swish
   ([Shazeer, 2020](https://arxiv.org/abs/2002.05202)).
 * `pre_norm`: where the layer normalisation goes ([pre-norm vs post-norm](/transformers/models.md#TransformerLayer)).
 * `scale_embeddings`: whether the token embeddings are multiplied by $\sqrt{d_{model}}$ (the paper) or not (GPT-2);
   see [the embeddings](/transformers/models.md#Embeddings).
+* `norm_eps`: the $\epsilon$ that every layer normalisation adds to the variance, PyTorch's $10^{-5}$ by default
+  (also GPT-2's); a checkpoint trained with another value needs it to give the same outputs.
 
 Run `python -m labml_nn.transformers.configs --help` to train whatever transformer the command line describes
 ([the experiment](/transformers/experiments/configs.md)).
@@ -54,7 +57,7 @@ from labml_nn.transformers.rope import RotaryPEMultiHeadAttention
 
 # The names of the choices, one `Literal` each, so that the command line lists them and a type checker knows them.
 Positional = Literal["fixed", "learned", "rope", "none"]
-FFNActivation = Literal["relu", "gelu", "glu", "geglu", "swiglu"]
+FFNActivation = Literal["relu", "gelu", "gelu_tanh", "glu", "geglu", "swiglu"]
 
 
 # ## The configuration
@@ -80,12 +83,14 @@ class TransformerConfigs:
     max_len: int = 5000
     # Position information: fixed sinusoids, learned vectors, rotary embeddings in attention, or none.
     positional: Positional = "fixed"
-    # Feed-forward activation; glu, geglu and swiglu are gated.
+    # Feed-forward activation; gelu_tanh is GPT-2's tanh approximation of gelu; glu, geglu and swiglu are gated.
     ffn_activation: FFNActivation = "relu"
     # Layer norm before each sublayer (and at the end of each stack) rather than after the residual addition.
     pre_norm: bool = True
     # Multiply the token embeddings by sqrt(d_model), as the paper does; GPT-2 does not.
     scale_embeddings: bool = True
+    # The epsilon of every layer normalisation, added to the variance before the square root.
+    norm_eps: float = 1e-5
 
     # ### Validation
     #
@@ -101,6 +106,9 @@ class TransformerConfigs:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) \
+                or not 0.0 < self.norm_eps < 1.0:
+            raise ValueError(f"norm_eps must be a number in (0, 1), got {self.norm_eps!r}")
         check_choice("positional", self.positional, Positional)
         check_choice("ffn_activation", self.ffn_activation, FFNActivation)
         for name in ("pre_norm", "scale_embeddings"):
@@ -138,6 +146,10 @@ class TransformerConfigs:
                 return FeedForward(self.d_model, self.d_ff, self.dropout, nn.ReLU())
             case "gelu":
                 return FeedForward(self.d_model, self.d_ff, self.dropout, nn.GELU())
+            # $\frac{z}{2}\Big(1 + \tanh\big(\sqrt{2/\pi}\,(z + 0.044715 z^3)\big)\Big)$, the GELU of GPT-2's
+            # code (Hugging Face's `gelu_new`); it differs from the exact GELU by up to about $5 \cdot 10^{-4}$.
+            case "gelu_tanh":
+                return FeedForward(self.d_model, self.d_ff, self.dropout, nn.GELU(approximate="tanh"))
             case "glu":
                 activation = nn.Sigmoid()
             case "geglu":
@@ -172,12 +184,12 @@ class TransformerConfigs:
     # encoder's output.
     def build_encoder(self) -> Encoder:
         layer = TransformerLayer(self.d_model, self.build_self_attention(), None, self.build_feed_forward(),
-                                 self.dropout, self.pre_norm)
+                                 self.dropout, self.pre_norm, norm_eps=self.norm_eps)
         return Encoder(layer, self.n_layers)
 
     def build_decoder(self) -> Decoder:
         layer = TransformerLayer(self.d_model, self.build_self_attention(), self.build_src_attention(),
-                                 self.build_feed_forward(), self.dropout, self.pre_norm)
+                                 self.build_feed_forward(), self.dropout, self.pre_norm, norm_eps=self.norm_eps)
         return Decoder(layer, self.n_layers)
 
     def build_generator(self) -> Generator:

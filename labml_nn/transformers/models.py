@@ -221,10 +221,12 @@ class TransformerLayer(nn.Module):
         feed_forward: the position-wise [`FeedForward`](/transformers/feed_forward.md#FeedForward) network.
         dropout_prob: dropout on each sublayer's output, before it is added to the residual.
         pre_norm: pre-norm (default) or the paper's post-norm.
+        norm_eps: the epsilon of the layer normalisations (PyTorch's default $10^{-5}$); the stack's final
+            normalisation takes the same.
     """
 
     def __init__(self, d_model: int, self_attn: MultiHeadAttention, src_attn: MultiHeadAttention | None,
-                 feed_forward: FeedForward, dropout_prob: float, pre_norm: bool = True):
+                 feed_forward: FeedForward, dropout_prob: float, pre_norm: bool = True, *, norm_eps: float = 1e-5):
         super().__init__()
         self.d_model = d_model
         self.self_attn = self_attn
@@ -232,10 +234,11 @@ class TransformerLayer(nn.Module):
         self.feed_forward = feed_forward
         self.dropout = nn.Dropout(dropout_prob)
         self.pre_norm = pre_norm
+        self.norm_eps = norm_eps
         # One layer normalisation per sublayer
-        self.norm_self_attn = nn.LayerNorm(d_model)
-        self.norm_src_attn = nn.LayerNorm(d_model) if src_attn is not None else None
-        self.norm_ff = nn.LayerNorm(d_model)
+        self.norm_self_attn = nn.LayerNorm(d_model, eps=norm_eps)
+        self.norm_src_attn = nn.LayerNorm(d_model, eps=norm_eps) if src_attn is not None else None
+        self.norm_ff = nn.LayerNorm(d_model, eps=norm_eps)
 
     # ### The residual connection around a sublayer
     #
@@ -290,7 +293,7 @@ class TransformerStack(nn.Module):
         if n_layers < 1:
             raise ValueError(f"n_layers must be positive, got {n_layers}")
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
-        self.norm = nn.LayerNorm(layer.d_model) if layer.pre_norm else nn.Identity()
+        self.norm = nn.LayerNorm(layer.d_model, eps=layer.norm_eps) if layer.pre_norm else nn.Identity()
 
     # ### Key/value caches for incremental decoding
     #

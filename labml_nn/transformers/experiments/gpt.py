@@ -28,7 +28,8 @@ Two presets (all the numbers live in them, below):
   model small enough that a few thousand steps take minutes, and no dropout, because it is too small to overfit in
   so few steps.
 
-Both are GPT-2's architecture: learned positions, GELU, and token embeddings that are not multiplied by
+Both are GPT-2's architecture: learned positions, GELU (the exact one; GPT-2's code computes its tanh
+approximation, `--ffn-activation gelu_tanh`), and token embeddings that are not multiplied by
 $\sqrt{d_{model}}$ ([why](/transformers/models.md#Embeddings)). They differ in the scale of the initial
 weights: `default` keeps GPT-2's $\sigma = 0.02$, as nanoGPT does; `baby`, whose width is 128 rather than
 GPT-2's 768 or more, takes the "small init" $\sigma = \sqrt{2 / (5\, d_{model})}$, which is GPT-2's 0.02 at
@@ -37,6 +38,24 @@ GPT-2's width ([why](/transformers/gpt/index.md#initialisation)).
 The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, loss plot, checkpoint),
 `tokenizer.json`, `sample.txt` and `result.json`. The options are described in
 [the command line](/experiments/cli.md); `--help` lists them all.
+
+## OpenAI's GPT-2 instead
+
+The same `GPT` class runs OpenAI's trained GPT-2 ([loading it](/transformers/gpt/hf.md)). Download Hugging Face's
+files once, `huggingface-cli download gpt2 config.json model.safetensors --local-dir gpt2`, and then, offline:
+
+```python
+import torch
+from labml_nn.transformers.gpt import load_hf
+
+model = load_hf("gpt2")
+# "Hello, my dog is" in GPT-2's tokens; tiktoken.get_encoding("gpt2") encodes and decodes text
+tokens = torch.tensor([[15496, 11, 616, 3290, 318]])
+out = model.generate(tokens, 20, temperature=0.8, top_k=50, eos_token_id=50256)
+```
+
+GPT-2 has no character vocabulary, so it does not take this experiment's `tokenizer.json`: its text goes through
+its own byte-pair encoding, and 50256 is its `<|endoftext|>`.
 """
 
 from dataclasses import dataclass, field, replace

@@ -86,14 +86,28 @@ Recomputing the whole prefix for every new token costs a forward pass over $t$ p
 causal model the keys and values of earlier positions never change, so a
 [key/value cache](/transformers/mha.md#KVCache) keeps them and each step only runs the new token through the
 layers. Sampling is shaped by the temperature and by top-$k$ and nucleus (top-$p$) filtering, explained
-[below](#sampling).
+[below](#sampling). With `eos_token_id` a row stops at its first stop token, and generation ends when every row
+has stopped, as in [Llama's](/transformers/llama/generation.md#Llama.generate).
+
+## GPT-2's weights
+
+[`load_hf`](/transformers/gpt/hf.md#load_hf) loads Hugging Face's GPT-2 checkpoints (`gpt2`, `gpt2-medium`, ...,
+or any `GPT2LMHeadModel.save_pretrained` directory) into this class, offline, where nanoGPT's
+`GPT.from_pretrained('gpt2')` downloads them. GPT-2 is this model with learned positions, unscaled embeddings and
+pre-norm layers, as above, and with biases on every linear layer except the tied output layer, which is what
+the [attention](/transformers/mha.md#MultiHeadAttention) and the
+[feed-forward network](/transformers/feed_forward.md#FeedForward) have by default. Two things differ and are
+options of the configuration: GPT-2's feed-forward network uses the **tanh approximation of the GELU**
+(Hugging Face's `gelu_new`, our `ffn_activation="gelu_tanh"`) rather than the exact GELU of `"gelu"`, which the
+experiment trains with; and the layer norms' $\epsilon$ comes from the checkpoint (`norm_eps`).
+[Its page](/transformers/gpt/hf.md) has the name map between their tensors and ours.
 
 The experiment (`python -m labml_nn.transformers.gpt`, see [its page](/transformers/experiments/gpt.md)) trains
 a small GPT on Tiny Shakespeare and samples from it.
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -233,13 +247,23 @@ class GPT(nn.Module):
     # So once the window is full, each step recomputes the window from scratch, exactly as the uncached
     # loop does; the cache saves work for the first `max_len` positions, which is where generation usually stays.
     #
+    # **Stopping.** With `eos_token_id` (one id or several, the name Hugging Face uses), a row is finished once it
+    # has generated one of them, as a row of [`Llama.generate`](/transformers/llama/generation.md#Llama.generate)
+    # stops at its tokenizer's stop tokens. The stop token is kept; every later position of a finished row holds
+    # `pad_token_id` (the first stop token unless given), and generation ends when every row has finished, so the
+    # result may be shorter than `prompt + max_new_tokens`. A finished row still runs through the model with the
+    # others (a batch moves together), but rows never attend to each other, so its padding changes nothing for the
+    # rest. Stop tokens in the prompt do not count. Knowing whether every row has finished means reading a flag
+    # back from the device, one synchronisation per step, which is paid only when there are stop tokens.
+    #
     # Dropout would make the cached and uncached paths differ and has no place in sampling, so the model is put
     # in evaluation mode for the call and returned to its previous mode afterwards. The work runs under
     # `torch.inference_mode()`, which skips autograd's bookkeeping entirely; the result is copied out of it at the
     # end, because an inference-mode tensor can never enter a computation that autograd records (say, as
     # training data for the next step), and a few integers are cheap to copy.
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None, *,
+                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
         """
         Sample `max_new_tokens` tokens after the prompt `tokens` `[batch, prompt]`.
 
@@ -247,18 +271,23 @@ class GPT(nn.Module):
             tokens: the prompt, token ids `[batch, prompt]` with `prompt >= 1`.
             max_new_tokens: how many tokens to add.
             temperature: divides the logits; `0` picks the most likely token (greedy decoding).
-            top_k: sample only among the `top_k` most likely tokens.
+            top_k: sample only among the `top_k` most likely tokens; at most the vocabulary size (`ValueError`
+                otherwise).
             top_p: sample only among the smallest set of most likely tokens whose probability reaches `top_p`.
+            eos_token_id: optional stop token id, or several: a row that generates one is finished.
+            pad_token_id: what fills a finished row after its stop token; defaults to the (first) stop token.
 
         Returns:
-            `[batch, prompt + max_new_tokens]`, the prompt followed by the new tokens. Sampling uses torch's
-            global random number generator, so `torch.manual_seed` makes it repeatable.
+            `[batch, prompt + new]`, the prompt followed by the new tokens: `new = max_new_tokens`, or fewer when every
+            row has generated a stop token. Sampling uses torch's global random number generator, so
+            `torch.manual_seed` makes it repeatable.
         """
-        check_sampling_arguments(temperature, top_k, top_p)
+        check_sampling_arguments(temperature, top_k, top_p, self.n_vocab)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if tokens.dim() != 2 or tokens.shape[1] < 1:
             raise ValueError(f"tokens must be [batch, prompt] with prompt >= 1, got shape {tuple(tokens.shape)}")
+        stop_ids, pad = self.check_stop_tokens(eos_token_id, pad_token_id)
 
         batch, prompt = tokens.shape
         total = prompt + max_new_tokens
@@ -269,26 +298,57 @@ class GPT(nn.Module):
                 # `[batch, prompt + max_new_tokens]`, the prompt followed by the tokens generated so far
                 out = torch.empty(batch, total, dtype=tokens.dtype, device=tokens.device)
                 out[:, :prompt] = tokens
+                end = prompt
                 if max_new_tokens > 0:
-                    self.extend(out, prompt, temperature, top_k, top_p)
+                    eos = torch.tensor(stop_ids, dtype=tokens.dtype, device=tokens.device) if stop_ids else None
+                    end = self.extend(out, prompt, temperature, top_k, top_p, eos, pad)
         finally:
             self.train(was_training)
-        return out.clone()
+        return out[:, :end].clone()
+
+    # Stop and padding ids must be tokens of the vocabulary; padding without a stop token would never be used.
+    def check_stop_tokens(self, eos_token_id: int | Sequence[int] | None, pad_token_id: int | None
+                          ) -> tuple[list[int], int | None]:
+        """The stop token ids as a list (empty without `eos_token_id`) and the padding id; `ValueError` if bad."""
+        if eos_token_id is None:
+            if pad_token_id is not None:
+                raise ValueError(f"pad_token_id={pad_token_id!r} needs eos_token_id: only finished rows are padded")
+            return [], None
+        stop_ids = [eos_token_id] if not isinstance(eos_token_id, Sequence) else list(eos_token_id)
+        if not stop_ids or not all(self.is_token_id(i) for i in stop_ids):
+            raise ValueError(f"eos_token_id must be a token id in [0, {self.n_vocab}) or a non-empty list of them, "
+                             f"got {eos_token_id!r}")
+        if pad_token_id is not None and not self.is_token_id(pad_token_id):
+            raise ValueError(f"pad_token_id must be a token id in [0, {self.n_vocab}), got {pad_token_id!r}")
+        return stop_ids, stop_ids[0] if pad_token_id is None else pad_token_id
+
+    def is_token_id(self, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.n_vocab
 
     # ### The decoding loop
     #
-    # Fills `out[:, prompt:]` given the prompt in `out[:, :prompt]`.
+    # Fills `out[:, prompt:]` given the prompt in `out[:, :prompt]`, and returns where the tokens end: `total`, or
+    # earlier when every row has generated one of the stop tokens `eos` (`[n_stop]`, or `None`).
     def extend(self, out: torch.Tensor, prompt: int, temperature: float, top_k: int | None,
-               top_p: float | None) -> None:
+               top_p: float | None, eos: torch.Tensor | None = None, pad: int | None = None) -> int:
         batch, total = out.shape
         caches = self.new_caches(batch, min(total, self.max_len), out.device)
+        # Which rows have generated a stop token, `[batch]`
+        finished = torch.zeros(batch, dtype=torch.bool, device=out.device)
         # Prefill: the last `max_len` tokens of the prompt; the last position's hidden state `[batch, d_model]`
         hidden = self.hidden_states(out[:, max(0, prompt - self.max_len):prompt], caches)[:, -1]
         for t in range(prompt, total):
             # The next token's logits `[batch, n_vocab]` and the token drawn from them, `[batch]`
-            out[:, t] = sample(self.head(hidden), temperature, top_k, top_p)
+            token = sample(self.head(hidden), temperature, top_k, top_p)
+            if eos is not None:
+                # Finished rows get padding; a row finishes with its first stop token.
+                token = token.masked_fill(finished, pad)
+                finished |= torch.isin(token, eos)
+            out[:, t] = token
             if t + 1 == total:
                 break
+            if eos is not None and bool(finished.all()):
+                return t + 1
             if caches is not None and caches[0].length < self.max_len:
                 # The new token alone, after the cached positions, `[batch, 1]`
                 hidden = self.hidden_states(out[:, t:t + 1], caches)[:, -1]
@@ -296,6 +356,7 @@ class GPT(nn.Module):
                 # The window is full: recompute the last `max_len` tokens, `[batch, max_len]`
                 caches = None
                 hidden = self.hidden_states(out[:, t + 1 - self.max_len:t + 1])[:, -1]
+        return total
 
 
 # ## GPT-2's initialisation
@@ -362,20 +423,35 @@ def check_init_std(std: float) -> None:
 # set of most likely tokens whose total probability reaches $p$. Unlike a fixed $k$, the set adapts: a few
 # tokens when the model is sure, many when it is not. Top-$k$ is applied first, then top-$p$ on what is left,
 # after the temperature.
-def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None) -> None:
+#
+# A `top_k` larger than the vocabulary is an error rather than silently "all tokens": it is almost always a
+# value meant for another model (GPT-2's 50257 tokens against a character model's 65), and the caller should know
+# that it filters nothing. `top_k` equal to the vocabulary keeps every token, as it says.
+def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None,
+                             n_vocab: int | None = None) -> None:
+    """`ValueError` for a bad temperature, `top_k` or `top_p`; with `n_vocab`, also for `top_k > n_vocab`."""
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+    if top_k is not None and n_vocab is not None:
+        check_top_k_fits(top_k, n_vocab)
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+
+
+def check_top_k_fits(top_k: int, n_vocab: int) -> None:
+    if top_k > n_vocab:
+        raise ValueError(f"top_k ({top_k}) is larger than the vocabulary ({n_vocab} tokens); "
+                         f"use top_k <= {n_vocab}, or None to keep every token")
 
 
 # ### Top-k filtering
 #
 # Logits below the $k$-th largest become $-\infty$, so their probability is zero. `logits` is `[batch, n_vocab]`.
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    if top_k >= logits.shape[-1]:
+    check_top_k_fits(top_k, logits.shape[-1])
+    if top_k == logits.shape[-1]:
         return logits
     # The $k$-th largest logit of each row, `[batch, 1]`
     kth = logits.topk(top_k, dim=-1).values[:, -1:]
@@ -405,6 +481,8 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None) -> torch.Tensor:
     """The next token `[batch]` drawn from `logits` `[batch, n_vocab]`; `temperature=0` is greedy."""
+    if top_k is not None:
+        check_top_k_fits(top_k, logits.shape[-1])
     if temperature == 0:
         return logits.argmax(dim=-1)
     # Filtering and the softmax in float32, whatever the model's dtype, so that small probabilities survive.
@@ -416,3 +494,15 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
     # `[batch, 1]` to `[batch]`
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)
 
+
+
+# ## GPT-2's weights
+#
+# [`load_hf`](/transformers/gpt/hf.md#load_hf) loads Hugging Face's GPT-2 checkpoints into this model; it lives on
+# [its own page](/transformers/gpt/hf.md), which imports this one, so the name is looked up when first asked for
+# ([PEP 562](https://peps.python.org/pep-0562/)): `from labml_nn.transformers.gpt import load_hf` works.
+def __getattr__(name: str):
+    if name == "load_hf":
+        from labml_nn.transformers.gpt.hf import load_hf
+        return load_hf
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -641,3 +641,17 @@ class Transformer(nn.Module):
         self.caches = None
         self.freqs_cis = None
 
+
+
+# ## Meta's import path
+#
+# Meta's reference code is used as `from llama import Llama`, and `Llama` lives in
+# [`generation.py`](/transformers/llama/generation.md#Llama), which imports this module for `ModelArgs` and
+# `Transformer`. Importing it here at the top would be circular, so the name is looked up when it is first asked
+# for ([PEP 562](https://peps.python.org/pep-0562/)): `from labml_nn.transformers.llama import Llama` works, and
+# importing the model alone does not load the tokenizer and generation code.
+def __getattr__(name: str):
+    if name == "Llama":
+        from labml_nn.transformers.llama.generation import Llama
+        return Llama
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
