@@ -27,4 +27,21 @@ Every experiment takes the same options (`--device`, `--max-steps`, `--seed`, `-
 `--help` and the fields of its configuration, see [the command line](/experiments/cli.md)) and writes
 `config.json`, `metrics.jsonl`, `loss.png` and `result.json` into its run directory, `runs/<module>/<timestamp>`.
 Those that compare variants train each in a subdirectory of the run ([comparing variants](/experiments/compare.md)).
+
+## Using a trained model
+
+[`load_run`](/experiments/char_lm.md#load_run) rebuilds the model of a finished language-model run from its
+directory (or from a variant's subdirectory, such as `runs/rope/<timestamp>/rope`), with the trained weights and
+the run's tokenizer, ready to generate:
+
+```python
+from labml_nn.experiments.char_lm import load_run
+
+trained = load_run("runs/gpt/20261205-101500")
+print(trained.generate("ROMEO:", max_new_tokens=200, temperature=0.8))
+logits = trained.model(trained.tokenizer.encode("ROMEO:")[None])  # [1, 6, n_vocab]
+```
+
+A run stopped by Ctrl-C or SIGTERM continues with `--resume <run directory>`, and `--tensorboard` also writes
+its metrics for TensorBoard (`pip install 'labml_nn[tensorboard]'`, then `tensorboard --logdir runs`).
 """

@@ -39,6 +39,15 @@ The run directory gets the [trainer's files](/experiments/trainer.md) (metrics, 
 `tokenizer.json`, `sample.txt` and `result.json`. The options are described in
 [the command line](/experiments/cli.md); `--help` lists them all.
 
+The trained model comes back from its run directory with [`load_run`](/experiments/char_lm.md#load_run):
+
+```python
+from labml_nn.experiments.char_lm import load_run
+
+trained = load_run("runs/gpt/20261205-101500")   # the run's directory
+print(trained.generate("ROMEO:", max_new_tokens=200, temperature=0.8))
+```
+
 ## OpenAI's GPT-2 instead
 
 The same `GPT` class runs OpenAI's trained GPT-2 ([loading it](/transformers/gpt/hf.md)). Download Hugging Face's
