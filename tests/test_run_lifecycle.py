@@ -295,6 +295,20 @@ def test_load_run_returns_the_trained_model_ready_to_generate(finished_gpt):
     torch.testing.assert_close(trained.model(tokens), model.eval()(tokens), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("module", ["labml_nn.transformers.experiments", "labml_nn.transformers.experiments.gpt"])
+def test_the_pages_load_run_snippets_run(finished_gpt, module):
+    import importlib
+    import re
+
+    blocks = [block for block in re.findall(r"```python\n(.*?)```", importlib.import_module(module).__doc__, re.DOTALL)
+              if "load_run(" in block]
+    assert len(blocks) == 1
+    code = re.sub(r'load_run\("[^"]*"\)', f"load_run({str(finished_gpt)!r})", blocks[0])
+    namespace: dict = {}
+    exec(compile(code, module, "exec"), namespace)
+    assert namespace["trained"].step == 10
+
+
 def test_load_run_of_a_comparison_takes_one_variant(tmp_path):
     out = tmp_path / "rope"
     done = run_module("labml_nn.transformers.rope", "--preset", "tiny", "--device", "cpu", "--out", str(out))
