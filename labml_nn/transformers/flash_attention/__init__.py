@@ -62,8 +62,8 @@ last block that maximum is $m$ over all keys, and
 $$o = \tilde{o} / \ell$$
 
 is the softmax-weighted average, the same number the explicit path computes, up to rounding. Nothing is
-approximated: the rescaling is an identity. (FlashAttention-2's change here: divide by $\ell$ once at the end,
-not after every block.)
+approximated: the rescaling is an identity. (FlashAttention-2's changes here: divide by $\ell$ once at the end,
+not after every block, and keep for the backward pass only $L$ below, not both $m$ and $\ell$.)
 
 The forward pass keeps one more number per row for the backward pass, the log-sum-exp of its scores,
 
@@ -123,7 +123,8 @@ lives. A GPU kernel (the [Triton tutorial](https://triton-lang.org/main/getting-
 the CUDA kernels of the papers, or `F.scaled_dot_product_attention`'s flash backend) runs each query block on
 one thread block (FlashAttention-2 parallelises over query blocks, batch and heads), holds the block of $Q$, the
 running $m$, $\ell$, $\tilde{o}$ and the current blocks of $K$ and $V$ in on-chip SRAM (shared memory and
-registers, about 100-200 KiB per streaming multiprocessor), computes $QK^\top$ and $PV$ on tensor cores split
+registers: a few hundred KiB per streaming multiprocessor, 228 KiB on an H100, against its 80 GB of HBM),
+computes $QK^\top$ and $PV$ on tensor cores split
 across warps, and writes only $O$ and $L$ back to HBM. HBM is read once per block of keys instead of once per
 score. There is no Python loop and no dispatch per block: the loop over key blocks is a loop in the kernel.
 
