@@ -1,6 +1,7 @@
-"""flash_attention against F.scaled_dot_product_attention and MultiHeadAttention's explicit path (outputs and gradients),
-gradcheck, what its backward stores, the skipped causal blocks against a brute-force count and a FLOP count, bad
-input, and smoke runs of the experiment and the benchmark."""
+"""flash_attention against F.scaled_dot_product_attention and MultiHeadAttention's explicit path (outputs and
+gradients), gradcheck, what its backward stores, the skipped causal blocks against a brute-force count and a FLOP
+count, bad input, smoke runs of the experiment and the benchmark, and (on a GPU) the Triton forward kernel against
+SDPA."""
 import json
 import os
 import subprocess
@@ -218,6 +219,41 @@ def test_cuda_matches_sdpa(dtype, tol):
         q, k, v, attn_mask=causal_lower_right(200, 300)), *inputs)
     for a, e in zip(ours, sdpa):
         torch.testing.assert_close(a.float(), e.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2), (torch.float32, 5e-3)])
+@pytest.mark.parametrize("is_causal, seq_q, seq_k, d_head", [(False, 200, 300, 64), (True, 200, 300, 64),
+                                                             (True, 256, 256, 128), (False, 77, 77, 40)])
+def test_triton_forward_matches_sdpa(dtype, tol, is_causal, seq_q, seq_k, d_head):
+    """The Triton kernel's output and log-sum-exp against SDPA and logsumexp in float32 (float32 inputs go through
+    TF32 tensor cores, hence the tolerance)."""
+    pytest.importorskip("triton")
+    from labml_nn.transformers.flash_attention.triton_forward import flash_attention_triton
+
+    q = torch.randn(2, 3, seq_q, d_head, device="cuda").to(dtype)
+    k, v = (torch.randn(2, 3, seq_k, d_head, device="cuda").to(dtype) for _ in range(2))
+    out, lse = flash_attention_triton(q, k, v, is_causal=is_causal)
+    mask = causal_lower_right(seq_q, seq_k) if is_causal else None
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    expected = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask)
+    scores = (q32 @ k32.transpose(-2, -1)) / d_head ** 0.5
+    if is_causal:
+        scores = scores.masked_fill(~torch.ones(seq_q, seq_k, dtype=torch.bool, device="cuda").tril(seq_k - seq_q),
+                                    float("-inf"))
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(lse, scores.logsumexp(dim=-1), atol=tol, rtol=tol)
+
+
+def test_triton_kernel_is_optional():
+    """Without Triton or a GPU the module still imports, and the kernel says what it needs."""
+    from labml_nn.transformers.flash_attention.triton_forward import flash_attention_triton, triton_available
+
+    if triton_available():
+        pytest.skip("Triton and a GPU are present: the cuda test runs the kernel")
+    q = torch.randn(1, 1, 16, 16)
+    with pytest.raises(RuntimeError, match="Triton"):
+        flash_attention_triton(q, q, q)
 
 
 # ## The experiment and the benchmark run

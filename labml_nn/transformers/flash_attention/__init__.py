@@ -127,6 +127,8 @@ registers: a few hundred KiB per streaming multiprocessor, 228 KiB on an H100, a
 computes $QK^\top$ and $PV$ on tensor cores split
 across warps, and writes only $O$ and $L$ back to HBM. HBM is read once per block of keys instead of once per
 score. There is no Python loop and no dispatch per block: the loop over key blocks is a loop in the kernel.
+[The forward pass as a Triton kernel](/transformers/flash_attention/triton_forward.md) shows these changes on the
+same arithmetic, for readers with a GPU.
 
 Here every block is a handful of PyTorch calls, each dispatched from Python, each reading and writing its
 operands in main memory. The benchmark `benchmarks/flash_attention.py` measures the price on a CPU against
@@ -236,7 +238,7 @@ class FlashAttention(torch.autograd.Function):
     # | for each query block $Q_i$: $m_i = -\infty$, $\ell_i = 0$, $\tilde{O}_i = 0$ | before the inner loop |
     # | for each key block $K_j, V_j$: $S_{ij} = \tau Q_i K_j^\top$ | `scores` |
     # | $m_i' = \max(m_i, \operatorname{rowmax} S_{ij})$, $\tilde{P}_{ij} = e^{S_{ij} - m_i'}$ | `m_new`, `p` |
-    # | $\ell_i' = e^{m_i - m_i'} \ell_i + \operatorname{rowsum} \tilde{P}_{ij}$ | `l` |
+    # | $\ell_i' = e^{m_i - m_i'} \ell_i + \operatorname{rowsum} \tilde{P}_{ij}$ | `ell` |
     # | $\tilde{O}_i' = e^{m_i - m_i'} \tilde{O}_i + \tilde{P}_{ij} V_j$ | `acc` |
     # | $O_i = \tilde{O}_i / \ell_i$, $L_i = m_i + \log \ell_i$ | after the inner loop |
     @staticmethod
@@ -256,7 +258,7 @@ class FlashAttention(torch.autograd.Function):
             q_block = q[:, :, q0:q1].to(acc_dtype) * scale
             # $m_i$, $\ell_i$ `[batch, heads, q1 - q0]` and $\tilde{O}_i$ `[batch, heads, q1 - q0, d_v]`
             m = torch.full((batch, heads, q1 - q0), float("-inf"), dtype=acc_dtype, device=q.device)
-            l = torch.zeros(batch, heads, q1 - q0, dtype=acc_dtype, device=q.device)
+            ell = torch.zeros(batch, heads, q1 - q0, dtype=acc_dtype, device=q.device)
             acc = torch.zeros(batch, heads, q1 - q0, d_v, dtype=acc_dtype, device=q.device)
 
             # Under the causal mask the key blocks from `causal_key_end` on are skipped.
@@ -276,15 +278,15 @@ class FlashAttention(torch.autograd.Function):
                 # $e^{m_i - m_i'}$, which moves the old sums to the new maximum (zero on the first block)
                 rescale = torch.exp(m - m_new)
                 # $\ell_i' = e^{m_i - m_i'} \ell_i + \operatorname{rowsum} \tilde{P}_{ij}$
-                l = rescale * l + p.sum(dim=-1)
+                ell = rescale * ell + p.sum(dim=-1)
                 # $\tilde{O}_i' = e^{m_i - m_i'} \tilde{O}_i + \tilde{P}_{ij} V_j$, `[batch, heads, q1 - q0, d_v]`
                 acc = rescale[..., None] * acc + p @ v[:, :, k0:k1].to(acc_dtype)
                 m = m_new
 
             # $O_i = \tilde{O}_i / \ell_i$, divided once, at the end
-            out[:, :, q0:q1] = acc / l[..., None]
+            out[:, :, q0:q1] = acc / ell[..., None]
             # $L_i = m_i + \log \ell_i$
-            lse[:, :, q0:q1] = m + torch.log(l)
+            lse[:, :, q0:q1] = m + torch.log(ell)
 
         # Linear in the sequence length: no block of scores survives the loop.
         ctx.save_for_backward(q, k, v, out, lse)
@@ -301,9 +303,11 @@ class FlashAttention(torch.autograd.Function):
     # | $D = \operatorname{rowsum}(\mathrm{d}O \circ O)$ | `delta`, before the loops |
     # | for each key block $K_j, V_j$: $\mathrm{d}K_j = 0$, $\mathrm{d}V_j = 0$ | `dk_block`, `dv_block` |
     # | for each query block: $S_{ij} = \tau Q_i K_j^\top$, $P_{ij} = e^{S_{ij} - L_i}$ | `scores`, `p` |
-    # | $\mathrm{d}V_j \mathrel{+}= P_{ij}^\top \mathrm{d}O_i$, $\mathrm{d}P_{ij} = \mathrm{d}O_i V_j^\top$ | `dv_block`, `dp` |
+    # | $\mathrm{d}V_j \mathrel{+}= P_{ij}^\top \mathrm{d}O_i$ | `dv_block` |
+    # | $\mathrm{d}P_{ij} = \mathrm{d}O_i V_j^\top$ | `dp` |
     # | $\mathrm{d}S_{ij} = P_{ij} \circ (\mathrm{d}P_{ij} - D_i)$ | `ds` |
-    # | $\mathrm{d}Q_i \mathrel{+}= \tau\, \mathrm{d}S_{ij} K_j$, $\mathrm{d}K_j \mathrel{+}= \tau\, \mathrm{d}S_{ij}^\top Q_i$ | `dq`, `dk_block` |
+    # | $\mathrm{d}Q_i \mathrel{+}= \tau\, \mathrm{d}S_{ij} K_j$ | `dq` |
+    # | $\mathrm{d}K_j \mathrel{+}= \tau\, \mathrm{d}S_{ij}^\top Q_i$ | `dk_block` |
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
