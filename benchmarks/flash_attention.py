@@ -9,7 +9,10 @@ C++ (on a GPU, in on-chip memory). Larger blocks mean fewer calls; the `block 12
 is the per-block overhead.
 
     python benchmarks/flash_attention.py                 # three lengths, float32, on the CPU
-    python benchmarks/flash_attention.py --device cuda
+    python benchmarks/flash_attention.py --device cuda --dtype bfloat16   # also the Triton kernel's forward pass
+
+On a GPU with Triton installed it also times the forward pass of the
+Triton kernel (`labml_nn/transformers/flash_attention/triton_forward.py`) against SDPA's flash backend.
 """
 import argparse
 import statistics
@@ -57,6 +60,32 @@ def run(batch: int, heads: int, seq: int, d_head: int, device: torch.device, dty
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def run_triton_forward(batch: int, heads: int, seq: int, d_head: int, dtype: torch.dtype, rounds: int,
+                       warmup: int) -> dict[str, float]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from labml_nn.transformers.flash_attention.triton_forward import flash_attention_triton
+
+    def sdpa_flash(q, k, v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    candidates = {"SDPA flash backend": sdpa_flash,
+                  "Triton kernel": lambda q, k, v: flash_attention_triton(q, k, v, is_causal=True)[0]}
+    q, k, v = (torch.randn(batch, heads, seq, d_head, device="cuda", dtype=dtype) for _ in range(3))
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    with torch.no_grad():
+        for round_ in range(warmup + rounds):
+            for name, fn in candidates.items():
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn(q, k, v)
+                torch.cuda.synchronize()
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -82,6 +111,16 @@ def main() -> None:
                 visited = 2 * (counts["full"] + counts["masked"])
                 line += f"  ({visited} blocks visited, {median / visited * 1e6:.0f} us per block)"
             print(line)
+
+    from labml_nn.transformers.flash_attention.triton_forward import triton_available
+
+    if device.type == "cuda" and triton_available() and dtype != torch.float32:
+        print(f"\ncausal attention forward only, {args.dtype}, Triton kernel against SDPA's flash backend")
+        for batch, heads, seq, d_head in [(8, 16, 1024, 64), (4, 16, 4096, 64), (2, 16, 8192, 128)]:
+            medians = run_triton_forward(batch, heads, seq, d_head, dtype, args.rounds, args.warmup)
+            sdpa = medians["SDPA flash backend"]
+            print(f"B={batch} heads={heads} T={seq} d_head={d_head}: " + ", ".join(
+                f"{name} {median * 1e3:.3f} ms ({median / sdpa:.2f}x)" for name, median in medians.items()))
 
 
 if __name__ == "__main__":
