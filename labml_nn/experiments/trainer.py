@@ -33,7 +33,8 @@ without bfloat16), float32 matrix products use TF32, batches are copied from pin
 and `--compile` compiles the model with `torch.compile`.
 
 **Outputs.** In the run directory: `metrics.jsonl` (one line per logging step: step, train loss, validation
-loss at evaluation steps, tokens/s, learning rate), `loss.png` (the curves), and `checkpoint.pt`.
+loss at evaluation steps, tokens/s, learning rate), `loss.png` (the curves), and `checkpoint.pt`; with
+`--tensorboard`, the same metrics for TensorBoard in `tensorboard/`.
 The [command line](/experiments/cli.md) adds `config.json` and `result.json`.
 
 **Checkpoints** hold the model, the optimizer, the schedule, the gradient scaler, the step, every random
@@ -42,8 +43,9 @@ as plain data, so that they load with `torch.load(..., weights_only=True)` (whic
 pickled code) and a resumed run continues *exactly* as the uninterrupted one would have on CPU. They are written
 atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end.
 
-**When things go wrong.** Ctrl-C (or SIGTERM, as a cluster sends before pre-empting a job) finishes the
-current step, writes a checkpoint and exits; a second Ctrl-C exits at once. A loss that is not finite stops the
+**When things go wrong.** Ctrl-C (or SIGTERM, as a cluster sends before pre-empting a job) stops the run within
+seconds wherever it is: a training step in flight completes, an evaluation or sampling is abandoned, and the
+checkpoint of the last completed step is written ([stopping](#StopRequest)); a second signal exits at once. A loss that is not finite stops the
 run with a message; the state is checked before every checkpoint, so the last good checkpoint is never
 overwritten by a broken one.
 """
