@@ -30,6 +30,23 @@ one token at a time, for `eval_samples` new strings, by [greedy decoding](/trans
 and by [beam search](/transformers/models.md#EncoderDecoder.beam_search). The result has the exact-match
 accuracy of both (every digit and the end in the right place), overall and by length, and
 `accuracy_by_length.png` draws it.
+
+## Two learning-rate schedules
+
+`--preset noam` trains the same model with the schedule of the paper ([Noam](/experiments/trainer.md#Noam):
+linear warm-up, then decay with $1/\sqrt{t}$), its factor chosen so that its peak equals the default cosine
+schedule's peak of $10^{-3}$ at step 100. Measured on this project's 2-core CPU (one thread each, seed 0):
+
+| validation loss at step | 250 | 500 | 1000 | 1250 | 1500 | exact match, greedy / beam |
+|---|---|---|---|---|---|---|
+| warm-up + cosine (default) | 0.105 | 0.035 | 0.0050 | 0.0002 | 0.00005 | 100% / 100% |
+| warm-up + $1/\sqrt{t}$ (noam) | 0.054 | 0.028 | 0.0102 | 0.0094 | 0.0018 | 99.3% / 99.4% |
+
+The inverse square root falls fastest right after the warm-up (at step 250 its rate is $6.3 \cdot 10^{-4}$
+against the cosine's $9.8 \cdot 10^{-4}$), which helps early; but it never anneals: at step 1,500 it is still
+$2.6 \cdot 10^{-4}$, where the cosine has come down to $10^{-4}$, and the last few errors are not ironed out. The
+paper trained for 100,000 steps, where $1/\sqrt{t}$ does come down; for a budget fixed in advance, a schedule
+that reaches its minimum at the end fits better.
 """
 
 import math
