@@ -298,18 +298,18 @@ class T5Layer(TransformerLayer):
         self.norm_ff = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
 
     # The same three residual sub-layers as the parent's `forward`. What differs: the self-attention gets the
-    # position bias (with the masks already in it, as $-\infty$), and the cross-attention gets the encoder's keys
-    # and values already projected (`memory_kv`), so that a generating decoder projects them once, not at every
-    # step.
+    # position bias (with the masks already in it, as $-\infty$), the cross-attention gets the source's padding as a
+    # bias of $0$ and $-\infty$ (`memory_bias`), and the encoder's keys and values already projected (`memory_kv`),
+    # so that a generating decoder projects them once, not at every step.
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor, *,
-                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None, memory_mask: torch.Tensor | None = None,
+                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None, memory_bias: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         """
         Arguments:
             x: `[batch, seq, d_model]`.
             position_bias: float, broadcastable to `[batch, heads, seq, seq_k]`, masked positions $-\\infty$.
             memory_kv: the cross-attention's keys and values `[batch, heads, src_seq, d_kv]` (decoder layers).
-            memory_mask: boolean mask over the source, `[batch, 1, 1, src_seq]`, `True` = may attend.
+            memory_bias: $-\\infty$ at the source's padding and 0 elsewhere, `[batch, 1, 1, src_seq]`, or `None`.
             cache: the self-attention's key/value cache (generation).
         """
         if (memory_kv is None) != (self.src_attn is None):
@@ -318,7 +318,7 @@ class T5Layer(TransformerLayer):
                           lambda z: self.self_attn(z, z, z, cache=cache, attn_bias=position_bias))
         if self.src_attn is not None:
             x = self.residual(x, self.norm_src_attn,
-                              lambda z: self.src_attn(z, None, None, memory_mask, kv=memory_kv))
+                              lambda z: self.src_attn(z, None, None, kv=memory_kv, attn_bias=memory_bias))
         return self.residual(x, self.norm_ff, self.feed_forward)
 
 
@@ -327,7 +327,8 @@ class T5Layer(TransformerLayer):
 # The package's [`TransformerStack`](/transformers/models.md#TransformerStack) (copies of one layer, key/value
 # caches for them) with T5's final norm and the position bias table of the stack. The stack folds the masks into
 # the bias once, $B_{h,i,j} = -\infty$ where query $i$ may not see key $j$, so that every layer passes one float
-# mask to the fused attention kernel.
+# mask to the fused attention kernel, which would otherwise convert a boolean mask to such a tensor in every
+# layer.
 class T5Stack(TransformerStack):
     """The encoder (`decoder=False`: bidirectional buckets, no cross-attention) or the decoder of T5."""
 
@@ -342,19 +343,22 @@ class T5Stack(TransformerStack):
 
     # ### The bias with the masks in it
     #
-    # `mask` is boolean, broadcastable to `[batch, 1, seq_q, seq_k]`; `True` = may attend. In the decoder the
-    # causal mask joins it, aligned to the last `seq_q` of `seq_k` positions (the earlier ones are in the cache).
-    def masked_bias(self, bias: torch.Tensor, mask: torch.Tensor | None, seq_q: int, seq_k: int) -> torch.Tensor:
+    # `key_bias` is the padding as a bias, $-\infty$ at padded keys and 0 elsewhere, `[batch, 1, 1, seq_k]`. In the
+    # decoder the causal mask joins it, aligned to the last `seq_q` of `seq_k` positions (the earlier ones are in the
+    # cache).
+    def masked_bias(self, bias: torch.Tensor, key_bias: torch.Tensor | None, seq_q: int, seq_k: int) -> torch.Tensor:
+        if key_bias is not None:
+            # `[batch, heads, seq_q, seq_k]`
+            bias = bias + key_bias
         if self.is_decoder and seq_q > 1:
-            causal = MultiHeadAttention.causal_mask(seq_q, seq_k, bias.device)
-            mask = causal if mask is None else mask & causal
-        return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+            bias = bias.masked_fill(~MultiHeadAttention.causal_mask(seq_q, seq_k, bias.device), float("-inf"))
+        return bias
 
     # `x` is the embedded input `[batch, seq, d_model]`. Layer $i$ uses `caches[i]` (generation) and, in the
     # decoder, `memory_kv[i]`, the encoder's output projected by its cross-attention.
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *,
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None, *,
                 memory_kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                memory_mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
+                memory_bias: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
                 position_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Returns `[batch, seq, d_model]`; `position_bias` (masks included) replaces the one computed here."""
         self.check_caches(caches)
@@ -363,10 +367,10 @@ class T5Stack(TransformerStack):
         if position_bias is None:
             # `[1, heads, seq, offset + seq]`, then with the masks in it
             position_bias = self.relative_attention_bias(seq, offset + seq, offset)
-            position_bias = self.masked_bias(position_bias, mask, seq, offset + seq)
+            position_bias = self.masked_bias(position_bias, key_bias, seq, offset + seq)
         for i, layer in enumerate(self.layers):
             x = layer(x, position_bias, memory_kv=memory_kv[i] if memory_kv is not None else None,
-                      memory_mask=memory_mask, cache=caches[i] if caches is not None else None)
+                      memory_bias=memory_bias, cache=caches[i] if caches is not None else None)
         return self.dropout(self.norm(x))
 
 
@@ -437,22 +441,23 @@ class T5(nn.Module):
     # ### Checking the inputs
     #
     # The token ids are checked by the embeddings; a mask must have the ids' shape, `[batch, seq]`, with 1 or `True`
-    # at real tokens. It becomes the boolean key mask `[batch, 1, 1, seq]` that attention broadcasts.
-    @staticmethod
-    def key_mask(mask: torch.Tensor | None, ids: torch.Tensor, name: str) -> torch.Tensor | None:
+    # at real tokens. It becomes a bias on the scores that attention broadcasts, `[batch, 1, 1, seq]`: $-\infty$ at
+    # padding, 0 elsewhere, in the model's precision.
+    def key_bias(self, mask: torch.Tensor | None, ids: torch.Tensor, name: str) -> torch.Tensor | None:
         if mask is None:
             return None
         if mask.shape != ids.shape:
             raise ValueError(f"{name} must have the shape of its ids, [batch, seq] = {list(ids.shape)}, "
                              f"got {list(mask.shape)}")
+        dtype = self.shared.embeddings.weight.dtype
         # `[batch, seq]` to `[batch, 1, 1, seq]`
-        return (mask != 0)[:, None, None, :]
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            mask == 0, float("-inf"))[:, None, None, :]
 
     # ### The encoder
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output `[batch, src_seq, d_model]` for `input_ids` `[batch, src_seq]`."""
-        mask = self.key_mask(attention_mask, input_ids, "attention_mask")
-        return self.encoder(self.shared(input_ids), mask)
+        return self.encoder(self.shared(input_ids), self.key_bias(attention_mask, input_ids, "attention_mask"))
 
     # ### The output head
     #
@@ -491,11 +496,11 @@ class T5(nn.Module):
         if input_ids.dim() != 2 or decoder_input_ids.dim() != 2 or input_ids.shape[0] != decoder_input_ids.shape[0]:
             raise ValueError(f"input_ids and decoder_input_ids must be [batch, seq] with the same batch, got "
                              f"{list(input_ids.shape)} and {list(decoder_input_ids.shape)}")
-        memory = self.encode(input_ids, attention_mask)
-        memory_mask = self.key_mask(attention_mask, input_ids, "attention_mask")
-        mask = self.key_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask")
-        hidden = self.decoder(self.shared(decoder_input_ids), mask, memory_kv=self.memory_kv(memory),
-                              memory_mask=memory_mask)
+        memory_bias = self.key_bias(attention_mask, input_ids, "attention_mask")
+        memory = self.encoder(self.shared(input_ids), memory_bias)
+        key_bias = self.key_bias(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask")
+        hidden = self.decoder(self.shared(decoder_input_ids), key_bias, memory_kv=self.memory_kv(memory),
+                              memory_bias=memory_bias)
         return self.logits(hidden)
 
     # ### Greedy generation
@@ -515,8 +520,8 @@ class T5(nn.Module):
         c = self.config
         was_training = self.training
         self.eval()
-        memory = self.encode(input_ids, attention_mask)
-        memory_mask = self.key_mask(attention_mask, input_ids, "attention_mask")
+        memory_bias = self.key_bias(attention_mask, input_ids, "attention_mask")
+        memory = self.encoder(self.shared(input_ids), memory_bias)
         memory_kv = self.memory_kv(memory)
         batch = input_ids.shape[0]
         caches = self.decoder.new_caches(batch, max_new_tokens, dtype=memory.dtype, device=memory.device)
@@ -529,7 +534,7 @@ class T5(nn.Module):
         for t in range(max_new_tokens):
             # Step $t$'s row of the bias, `[1, heads, 1, t + 1]`
             bias = bias_table[:, :, t:t + 1, :t + 1]
-            hidden = self.decoder(self.shared(tokens, t), memory_kv=memory_kv, memory_mask=memory_mask,
+            hidden = self.decoder(self.shared(tokens, t), memory_kv=memory_kv, memory_bias=memory_bias,
                                   caches=caches, position_bias=bias)
             # The most likely next token, `[batch, 1]`
             tokens = self.logits(hidden[:, -1:]).argmax(dim=-1)
