@@ -32,7 +32,8 @@ The model is trained twice ([comparing variants](/experiments/compare.md)):
 The result holds, for each variant, the validation loss (the trainer's, at the training length), the accuracy of
 the span characters under teacher forcing (`span_accuracy`: how often the most likely next character is the
 right one, sentinels and the end excluded), and both again on blocks of `eval_length` characters, longer than any
-text either model was trained on (`val_loss_long`, `span_accuracy_long`); `long_inputs.png` draws them. Then the
+text either model was trained on, with as many characters cut out as from a training text (`val_loss_long`,
+`span_accuracy_long`); `long_inputs.png` draws them. Then the
 relative model fills in the spans of a few validation texts by [greedy decoding](/transformers/t5/index.md#T5.generate),
 printed with the truth beside them (and kept in `examples.txt`).
 
@@ -93,11 +94,11 @@ class Vocabulary:
         return "".join(out)
 
 
-# The number of spans in a text of `length` tokens, as [span_corruption](/transformers/t5/index.md#span_corruption)
-# counts them: so many sentinels are needed.
-def spans_in(length: int, noise_density: float, mean_noise_span_length: float) -> int:
+# The numbers of noise tokens and of spans in a text of `length` tokens, as
+# [span_corruption](/transformers/t5/index.md#span_corruption) counts them.
+def noise_and_spans(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
     noise = min(max(round(length * noise_density), 1), length - 1)
-    return min(max(round(noise / mean_noise_span_length), 1), length - noise)
+    return noise, min(max(round(noise / mean_noise_span_length), 1), length - noise)
 
 
 # ## The task
@@ -297,16 +298,20 @@ def plot_long_inputs(result: dict, length: int, eval_length: int, path) -> None:
 
 # ## The experiment
 #
-# The vocabulary needs as many sentinels as the longer texts have spans.
+# The longer texts keep the training texts' number of noise characters and spans (a lower noise density): the
+# decoder then writes targets as long as in training, with the same sentinels, and only the encoder's input is
+# longer. Otherwise the longer texts would also bring sentinels that training never used, and decoder positions it
+# never reached, and the comparison would no longer be about the input's length.
 def train(config: T5Experiment, run: Run) -> dict:
     data = load_tiny_shakespeare(run.data_dir)
-    vocab = Vocabulary(data.tokenizer.n_vocab,
-                       spans_in(config.eval_length, config.noise_density, config.mean_noise_span_length))
+    noise, spans = noise_and_spans(config.length, config.noise_density, config.mean_noise_span_length)
+    vocab = Vocabulary(data.tokenizer.n_vocab, spans)
     model_config = replace(config.model, vocab_size=vocab.size, pad_token_id=vocab.pad,
                            decoder_start_token_id=vocab.pad, eos_token_id=vocab.eos)
 
     def task(tokens: torch.Tensor, length: int) -> SpanCorruptionTask:
-        return SpanCorruptionTask(tokens, length, vocab, config.noise_density, config.mean_noise_span_length)
+        density = config.noise_density if length == config.length else noise / length
+        return SpanCorruptionTask(tokens, length, vocab, density, config.mean_noise_span_length)
 
     examples = []
 
