@@ -17,7 +17,7 @@ code makes it:
 | Stacks | encoder and decoder | decoder only | encoder and decoder |
 | Normalisation | LayerNorm after each sub-layer (post-norm) | LayerNorm before each sub-layer (pre-norm), one at the end | [RMS-style layer norm](#T5LayerNorm) (no mean, no bias) before each sub-layer, one at the end of each stack |
 | Positions | sinusoids added to the embeddings | learned vectors added to the embeddings | none in the embeddings: a learned [bias on the attention scores](#RelativePositionBias) per head and [distance bucket](#relative_position_bucket) |
-| Attention scores | $QK^\top / \sqrt{d_k}$ | $QK^\top / \sqrt{d_k}$ | $QK^\top + B$: no $1/\sqrt{d_k}$, [folded into the initialisation](#init_weights) |
+| Attention scores | $QK^\top / \sqrt{d_k}$ | $QK^\top / \sqrt{d_k}$ | $QK^\top + B$: no $1/\sqrt{d_k}$, [folded into the initialisation](#T5.init_weights) |
 | Biases | everywhere | everywhere | none (nor in layer norms) |
 | Feed-forward | $\max(0, xW_1)W_2$ | $\text{GELU}(xW_1)W_2$ | v1.0: $\max(0, xW_1)W_2$; v1.1: [gated GELU](/transformers/feed_forward.md), $\big(\text{GELU}(xW_1) \otimes xV\big)W_2$ |
 | Embeddings | scaled by $\sqrt{d_{model}}$ | unscaled | unscaled, one table for encoder and decoder |
