@@ -267,3 +267,13 @@ def test_experiment_smoke(tmp_path):
     assert len(result["examples"]) == 2 and "⟨0⟩" in result["examples"][0]["input"]
     for name in ("loss.png", "long_inputs.png", "examples.txt"):
         assert (out / name).is_file(), name
+
+
+# ## The benchmark runs (its timings are not checked)
+def test_benchmark_smoke():
+    pytest.importorskip("transformers")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "t5.py"), "--tiny", "--rounds", "1"], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "Hugging Face generate" in done.stdout and "as fast as Hugging Face's generate" in done.stdout
