@@ -68,6 +68,31 @@ def test_logits_equal_hugging_face(tmp_path, version):
         torch.testing.assert_close(ours(ids, decoder_ids, mask, decoder_mask), expected, atol=1e-5, rtol=0)
 
 
+# Files written by older writers: T5 v1.1 with its own `lm_head.weight` (what `transformers` 4 and Google's
+# conversions write, with `tie_word_embeddings: false` and no `scale_decoder_outputs`), and copies of the embedding
+# table under each stack's name. The head must be that tensor, unscaled: the logits are Hugging Face's decoder
+# output times it.
+def test_older_files_with_their_own_head(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    reference, _ = hf_pair(tmp_path, V11)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    head = torch.randn(40, 16, generator=torch.Generator().manual_seed(3))
+    save_file({**tensors, "lm_head.weight": head, "encoder.embed_tokens.weight": tensors["shared.weight"].clone(),
+               "decoder.embed_tokens.weight": tensors["shared.weight"].clone()}, str(tmp_path / "model.safetensors"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["scale_decoder_outputs"]
+    config["tie_word_embeddings"] = False
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ours = load_hf(tmp_path)
+    ids, mask, decoder_ids, decoder_mask = batch_with_padding()
+    with torch.no_grad():
+        memory = reference.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = reference.decoder(input_ids=decoder_ids, attention_mask=decoder_mask, encoder_hidden_states=memory,
+                                   encoder_attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(ours(ids, decoder_ids, mask, decoder_mask), hidden @ head.T, atol=1e-5, rtol=0)
+
+
 # The tokens a greedy decoder picks when every step re-reads the whole prefix with `forward`, padded after the end.
 def greedy_by_forward(model: T5, ids, mask, steps: int) -> torch.Tensor:
     c = model.config
