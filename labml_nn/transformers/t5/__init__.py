@@ -34,8 +34,10 @@ h &\leftarrow h + \text{FFN}\big(\text{LN}(h)\big)
 $$
 
 which is exactly this package's [pre-norm `TransformerLayer`](/transformers/models.md#TransformerLayer) with
-T5's norm in place of `nn.LayerNorm`. [`T5Layer`](#T5Layer) subclasses it and overrides only `forward`, to pass the
-position bias to the attention and the encoder's keys and values (projected once) to the cross-attention. The
+T5's norm in place of `nn.LayerNorm`. [`T5Layer`](#T5Layer) subclasses it: it swaps the norms and overrides
+`forward`, to pass the position bias to the self-attention and the encoder's keys and values (projected once) to
+the cross-attention; the residual connections are the parent's. The stacks subclass
+[`TransformerStack`](/transformers/models.md#TransformerStack) in the same way. The
 attention is this package's [`MultiHeadAttention`](/transformers/mha.md) with `scale=1.0`, `bias=False`,
 `d_head=d_kv` and the position bias as `attn_bias` (a float mask for PyTorch's fused kernel); the feed-forward
 network is [`FeedForward`](/transformers/feed_forward.md) without biases; generation uses its
