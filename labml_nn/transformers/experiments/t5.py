@@ -18,8 +18,8 @@ each sentinel followed by the characters it stands for. Sentinels are extra toke
 a padding id (also the decoder's start) and an end id, as in T5's vocabulary:
 
 ```text
-input   "ith my hand⟨0⟩ this hand⟨1⟩ed to you⟨2⟩ we..."
-target  "⟨0⟩ and⟨1⟩ giv⟨2⟩, and"
+input   " i⟨0⟩m'd you two outright.\n\nBAPTISTA⟨1⟩ow, in good sadness, ⟨2⟩"
+target  "⟨0⟩t mai⟨1⟩:\nN⟨2⟩so"
 ```
 
 The model is trained twice ([comparing variants](/experiments/compare.md)):
@@ -41,6 +41,13 @@ The learned positions beyond the training length were never trained: they are th
 as. The relative model meets longer distances, but no new buckets: the presets set
 `relative_attention_max_distance` to the training length, so that every distance beyond it falls into the last
 bucket, which training filled with the longest distances it saw.
+
+In our CPU run the absolute model was ahead at the training length (lower loss, more span characters right),
+and behind on the longer texts: its loss rose there, while the relative model's hardly moved. Neither model, at
+this size and budget, has learned to fill a span from its context: both mostly write the likeliest characters
+(a space, "the"), whatever the input, which is why the span accuracy is low. Position biases start small and
+learn slowly with AdamW's step sizes, so in the CPU budget the relative model makes little use of positions at
+all; the GPU preset is larger and trains longer.
 """
 
 import sys
