@@ -45,9 +45,10 @@ bucket, which training filled with the longest distances it saw.
 In our CPU run the absolute model was ahead at the training length (lower loss, more span characters right),
 and behind on the longer texts: its loss rose there, while the relative model's hardly moved. Neither model, at
 this size and budget, has learned to fill a span from its context: both mostly write the likeliest characters
-(a space, "the"), whatever the input, which is why the span accuracy is low. Position biases start small and
-learn slowly with AdamW's step sizes, so in the CPU budget the relative model makes little use of positions at
-all; the GPU preset is larger and trains longer.
+(a space, "the"), whatever the input, which is why the span accuracy is low. The position biases start small
+($\mathcal{N}(0, 1/d_{model})$) and AdamW moves them slowly: at the end of the CPU run the encoder's table had
+hardly left its initial spread, so its attention made little use of positions at all. The GPU preset is larger
+and trains longer.
 """
 
 import sys
