@@ -185,6 +185,9 @@ class AbsolutePositionT5(T5):
 
 
 # ## Configuration
+#
+# The model's `vocab_size`, `pad_token_id`, `eos_token_id` and `decoder_start_token_id` are set by the experiment
+# from the text's characters ([the vocabulary](#Vocabulary)); the values given for them are replaced.
 @dataclass
 class T5Experiment:
     """A small T5 pretrained by span corruption with relative and with absolute positions."""
