@@ -205,12 +205,36 @@ def label_smoothing() -> bytes:
     return _png(fig)
 
 
+def t5_buckets() -> bytes:
+    """T5's relative position buckets against the relative position $j - i$: exact near zero, logarithmic up to
+    `max_distance`, one bucket beyond; bidirectional in the encoder, causal in the decoder."""
+    import torch
+
+    from labml_nn.transformers.t5 import relative_position_bucket
+
+    plt = _pyplot()
+    num_buckets, max_distance = 32, 128
+    relative = torch.arange(-200, 201)
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, sharey=True)
+    for ax, bidirectional, title in ((axes[0], True, "encoder: bidirectional"), (axes[1], False, "decoder: causal")):
+        buckets = relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
+        ax.step(relative.numpy(), buckets.numpy(), where="mid", linewidth=1.2)
+        for edge in (-max_distance, max_distance):
+            ax.axvline(edge, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{title} ({num_buckets} buckets, max_distance {max_distance})")
+        ax.set_xlabel("relative position $j - i$ (key minus query)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("bucket")
+    return _png(fig)
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
     "masks.png": masks,
     "attention.png": attention,
     "positional_encoding.png": positional_encoding,
     "rope_rotation.png": rope_rotation,
     "label_smoothing.png": label_smoothing,
+    "t5_buckets.png": t5_buckets,
 }
 
 

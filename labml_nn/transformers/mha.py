@@ -110,28 +110,34 @@ class MultiHeadAttention(nn.Module):
         dropout_prob: dropout on the attention weights (training only).
         bias: whether the four projections (`query`, `key`, `value`, `output`) have biases.
         kv_heads: number of key/value heads $h_{kv}$; `None` means `heads` (plain multi-head attention).
+        d_head: width $d_k$ of each head; `None` means `d_model // heads`. Models such as
+            [T5](/transformers/t5/index.md) choose it apart from the width, so that `heads * d_head` may differ
+            from `d_model`.
+        scale: the factor on the scores; `None` means $1/\sqrt{d_k}$. T5 uses `1.0` (no scaling, see its page).
 
     The projections are `nn.Linear` layers whose weights are laid out head-major, `[heads * d_head, d_model]`:
     rows `i * d_head ... (i + 1) * d_head` are head `i`'s $W^Q_i$ (resp. $W^K$, $W^V$).
     """
 
     def __init__(self, heads: int, d_model: int, dropout_prob: float = 0.0, bias: bool = True,
-                 kv_heads: int | None = None):
+                 kv_heads: int | None = None, *, d_head: int | None = None, scale: float | None = None):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         if heads < 1 or kv_heads < 1:
             raise ValueError(f"heads and kv_heads must be positive, got heads={heads}, kv_heads={kv_heads}")
-        if d_model % heads != 0:
+        if d_head is None and d_model % heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
         if heads % kv_heads != 0:
             raise ValueError(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
         if not 0.0 <= dropout_prob < 1.0:
             raise ValueError(f"dropout_prob must be in [0, 1), got {dropout_prob}")
+        if d_head is not None and d_head < 1:
+            raise ValueError(f"d_head must be positive, got {d_head}")
 
         self.heads = heads
         self.kv_heads = kv_heads
         # $d_k$, the width of each head
-        self.d_head = d_model // heads
+        self.d_head = d_model // heads if d_head is None else d_head
         self.d_model = d_model
         self.dropout_prob = dropout_prob
 
@@ -144,8 +150,8 @@ class MultiHeadAttention(nn.Module):
 
         # Dropout on the attention weights of the explicit path; the fast path passes `dropout_prob` to the kernel.
         self.dropout = nn.Dropout(dropout_prob)
-        # $\frac{1}{\sqrt{d_k}}$
-        self.scale = 1 / math.sqrt(self.d_head)
+        # $\frac{1}{\sqrt{d_k}}$ unless the model chose another factor
+        self.scale = 1 / math.sqrt(self.d_head) if scale is None else scale
 
     # ### Splitting into heads
     #
@@ -177,6 +183,15 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.query(query), self.key(key), self.value(value)
         # `[batch, heads, seq_q, d_head]` and `[batch, kv_heads, seq_k, d_head]`
         return self.split_heads(q, self.heads), self.split_heads(k, self.kv_heads), self.split_heads(v, self.kv_heads)
+
+    # ### Keys and values projected once
+    #
+    # In an encoder-decoder, the cross-attention's keys and values are projections of the encoder's output, which
+    # does not change while the decoder writes. A decoder that generates one token at a time projects them once
+    # with this method and passes them to every step as `kv=`.
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`memory` `[batch, seq_k, d_model]` to keys and values `[batch, kv_heads, seq_k, d_head]`."""
+        return self.split_heads(self.key(memory), self.kv_heads), self.split_heads(self.value(memory), self.kv_heads)
 
     # ### Positions
     #
@@ -225,7 +240,8 @@ class MultiHeadAttention(nn.Module):
     # concatenate the heads and apply $W^O$.
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mask: torch.Tensor | None = None, need_weights: bool = False, *,
-                is_causal: bool = False, cache: KVCache | None = None):
+                is_causal: bool = False, cache: KVCache | None = None, attn_bias: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None):
         """
         Arguments:
             query: `[batch, seq_q, d_model]`.
@@ -235,19 +251,29 @@ class MultiHeadAttention(nn.Module):
             is_causal: apply the causal mask (combined with `mask` if both are given); lets the fast path use
                 its causal kernels without building a mask.
             cache: a [`KVCache`](/transformers/mha.md#KVCache) holding earlier keys and values; the new ones are appended to it.
+            attn_bias: a float tensor added to the scaled scores, broadcastable to `[batch, heads, seq_q, seq_k]`
+                (T5's relative position bias); masked keys stay masked.
+            kv: keys and values already projected, `[batch, kv_heads, seq_k, d_head]` each (from
+                [`project_kv`](#MultiHeadAttention.project_kv)); `key` and `value` must then be `None`.
 
         Returns:
             `[batch, seq_q, d_model]`, or `(output, attention)` when `need_weights` is set.
         """
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(f"query must be [batch, seq, d_model={self.d_model}], got {tuple(query.shape)}")
-        if key.shape != value.shape or key.shape[0] != query.shape[0] or key.shape[-1] != self.d_model:
+        if kv is not None:
+            if key is not None or value is not None:
+                raise ValueError("give either key and value, or kv (keys and values already projected), not both")
+        elif key.shape != value.shape or key.shape[0] != query.shape[0] or key.shape[-1] != self.d_model:
             raise ValueError(f"key and value must both be [batch={query.shape[0]}, seq_k, d_model={self.d_model}], "
                              f"got {tuple(key.shape)} and {tuple(value.shape)}")
         batch, seq_q, _ = query.shape
 
         # `q` is `[batch, heads, seq_q, d_head]`; `k`, `v` are `[batch, kv_heads, seq_k, d_head]`
-        q, k, v = self.project(query, key, value)
+        if kv is None:
+            q, k, v = self.project(query, key, value)
+        else:
+            q, (k, v) = self.split_heads(self.query(query), self.heads), kv
         offset = cache.length if cache is not None else 0
         q, k = self.encode_positions(q, k, offset)
         if cache is not None:
@@ -260,18 +286,22 @@ class MultiHeadAttention(nn.Module):
         # The causal mask becomes explicit when the kernel's own causal flag cannot express it: with another
         # mask to combine with, or with cached keys (the kernel's causal mask is aligned to the top-left corner).
         # A single query at the end of the cache may see every key, so it needs no mask at all.
-        use_kernel_causal = is_causal and mask is None and seq_q == seq_k and not need_weights
+        use_kernel_causal = is_causal and mask is None and attn_bias is None and seq_q == seq_k and not need_weights
         if is_causal and not use_kernel_causal and seq_q > 1:
             causal = self.causal_mask(seq_q, seq_k, q.device)
             mask = causal if mask is None else mask & causal
 
         if need_weights:
-            out, attn = self.attend_explicitly(q, k, v, mask)
+            out, attn = self.attend_explicitly(q, k, v, mask, attn_bias)
         else:
+            # An additive bias goes to the kernel as a float mask, with $-\infty$ where the boolean mask forbids.
+            attn_mask = mask
+            if attn_bias is not None:
+                attn_mask = attn_bias if mask is None else attn_bias.masked_fill(~mask, float("-inf"))
             # `[batch, heads, seq_q, d_head]`
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout_prob if self.training else 0.0,
-                is_causal=use_kernel_causal, enable_gqa=self.kv_heads != self.heads)
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_prob if self.training else 0.0,
+                is_causal=use_kernel_causal, scale=self.scale, enable_gqa=self.kv_heads != self.heads)
 
         # Concatenate the heads: `[batch, heads, seq_q, d_head]` to `[batch, seq_q, heads * d_head]`
         out = out.transpose(1, 2).reshape(batch, seq_q, self.heads * self.d_head)
@@ -283,8 +313,8 @@ class MultiHeadAttention(nn.Module):
     #
     # Attention written out, as in the paper. It materialises the attention matrix, which is what you need
     # to look at it (`need_weights=True`), and what the fused kernels avoid storing.
-    def attend_explicitly(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend_explicitly(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                          attn_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # Grouped-query attention: each key/value head serves `heads / kv_heads` consecutive query heads,
         # so query head $i$ reads key/value head $\lfloor i / (h / h_{kv}) \rfloor$.
         # `[batch, kv_heads, seq_k, d_head]` to `[batch, heads, seq_k, d_head]`
@@ -296,6 +326,9 @@ class MultiHeadAttention(nn.Module):
         #
         # `[batch, heads, seq_q, seq_k]`
         scores = self.get_scores(q, k) * self.scale
+        # An additive bias on the scores, when the model has one (T5's relative positions)
+        if attn_bias is not None:
+            scores = scores + attn_bias
 
         # Masked keys get a score of $-\infty$, hence a weight of exactly zero after the softmax.
         if mask is not None:
