@@ -534,10 +534,14 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.attention = Attention(args)
-        self.feed_forward = FeedForward(dim=args.dim, hidden_dim=args.hidden_dim, multiple_of=args.multiple_of,
-                                        ffn_dim_multiplier=args.ffn_dim_multiplier, exact=True)
+        self.feed_forward = self.build_feed_forward(args)
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    # The feed-forward network; Mixtral's block overrides this one method to put a mixture of experts here.
+    def build_feed_forward(self, args: ModelArgs) -> nn.Module:
+        return FeedForward(dim=args.dim, hidden_dim=args.hidden_dim, multiple_of=args.multiple_of,
+                           ffn_dim_multiplier=args.ffn_dim_multiplier, exact=True)
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
