@@ -49,7 +49,7 @@ from torch import nn
 
 from labml_nn.transformers.feed_forward import FeedForward
 
-__all__ = ["Router", "RouterOutput", "load_balancing_loss", "router_z_loss", "Experts", "MoE", "MoEStats",
+__all__ = ["Router", "RouterOutput", "load_balancing_loss", "router_z_loss", "Experts", "MoE", "MoEStats", "Dispatch", "dispatch",
            "ACTIVATIONS", "expert_capacity"]
 
 
