@@ -29,7 +29,7 @@ network of width $d_{ff}$ does, and eight of them hold four times its weights. (
 be twice the compute and eight times the weights: `--expert-d-ff 512`.) `expert_d_ff` is that width; by default
 $d_{ff} / k$.
 
-The GPT itself is not changed: [`moe_gpt`](#moe_gpt) builds it and puts a [`MoEFeedForward`](#MoEFeedForward),
+The GPT itself is not changed: [`MoEGPT`](#MoEGPT) builds it and puts a [`MoEFeedForward`](#MoEFeedForward),
 which holds the `MoE` and passes its output on, in the place of each layer's `feed_forward`. The statistics of
 every layer reach [the loss](#moe_loss) through forward hooks that the loss function holds for one call, so the
 layers keep nothing between calls. In training the loss is the cross-entropy plus the layers' auxiliary losses
