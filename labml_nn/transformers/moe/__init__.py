@@ -246,13 +246,17 @@ class Experts(nn.Module):
     def forward_grouped(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """`x` `[slots, d_model]` sorted by expert, `counts` its rows per expert; returns `[slots, d_model]`."""
         outputs = []
+        # `unbind` gives every expert's matrices as views in one operation, whose gradient is one stacked tensor;
+        # indexing `w1[e]` in the loop would make each expert's gradient a full-size `[E, ...]` tensor of zeros.
+        w1, w2 = self.w1.unbind(0), self.w2.unbind(0)
+        w3 = self.w3.unbind(0) if self.w3 is not None else None
         # An expert with no rows multiplies an empty `[0, d_model]` block: nothing to compute, and its weights still
         # get a (zero) gradient.
         for e, rows in enumerate(x.split(counts)):
-            hidden = self.activation(F.linear(rows, self.w1[e]))
-            if self.w3 is not None:
-                hidden = hidden * F.linear(rows, self.w3[e])
-            outputs.append(F.linear(hidden, self.w2[e]))
+            hidden = self.activation(F.linear(rows, w1[e]))
+            if w3 is not None:
+                hidden = hidden * F.linear(rows, w3[e])
+            outputs.append(F.linear(hidden, w2[e]))
         return torch.cat(outputs)
 
     # ### Padded: one batched product over `[E, C, d_model]`
@@ -291,7 +295,7 @@ class MoEStats:
 # the stable `argsort`, the permutation $\pi$ with expert$(\pi_0) \le$ expert$(\pi_1) \le \dots$, and gather the
 # token rows in that order, row $r$ being token $\lfloor \pi_r / k \rfloor$. The experts' outputs come back in the
 # sorted order; the inverse permutation $\pi^{-1}$ (row $\pi_r$ of the result is row $r$) puts them back in slot
-# order, `[T, k, d_model]`, where the weighted sum over the $k$ slots of each token is one batched product.
+# order, `[T, k, d_model]`, where each token's $k$ slots are weighted and summed.
 #
 # With a capacity the slots are sorted by expert and, within an expert, by priority (weight or position); a slot's
 # rank within its expert is its sorted index minus where its expert starts, and the slots of rank $\ge C$ are
@@ -416,8 +420,10 @@ class MoE(nn.Module):
         slots = torch.empty_like(sorted_y).index_copy_(0, plan.order, sorted_y)
         # $$y = \sum_{j} g_j(x)\, \text{FFN}_{\mathcal{T}_j(x)}(x)$$
         #
-        # `[tokens, 1, top_k] @ [tokens, top_k, d_model]` is `[tokens, 1, d_model]`
-        y = torch.bmm(route.weights.to(x.dtype).unsqueeze(1), slots.view(tokens, self.top_k, d_model)).squeeze(1)
+        # `[tokens, top_k, d_model]` weighted by `[tokens, top_k, 1]` and summed over the slots: `[tokens, d_model]`.
+        # (A batched product of `[1, top_k]` by `[top_k, d_model]` per token would compute the same, but its
+        # backward on the CPU loops over the tokens.)
+        y = (slots.view(tokens, self.top_k, d_model) * route.weights.to(x.dtype).unsqueeze(-1)).sum(dim=1)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
         return y.view(batch, seq, d_model), self.stats(route, plan)
