@@ -244,3 +244,21 @@ def test_bad_input(kwargs, message):
 def test_bad_shape():
     with pytest.raises(ValueError, match="x must be"):
         MoE(D_MODEL, D_FF, N_EXPERTS)(torch.randn(4, D_MODEL))
+
+
+def test_pre_softmax_renormalised_is_the_default_order_and_jitter_is_training_only():
+    torch.manual_seed(9)
+    x = torch.randn(25, D_MODEL)
+    default = Router(D_MODEL, N_EXPERTS, top_k=2)
+    renormalised = Router(D_MODEL, N_EXPERTS, top_k=2, pre_softmax=True, normalize=True)
+    renormalised.load_state_dict(default.state_dict())
+    torch.testing.assert_close(renormalised(x).weights, default(x).weights)
+
+    jittery = Router(D_MODEL, N_EXPERTS, top_k=2, jitter=0.1)
+    jittery.load_state_dict(default.state_dict())
+    torch.manual_seed(10)
+    noise = torch.empty_like(x).uniform_(0.9, 1.1)
+    torch.manual_seed(10)
+    torch.testing.assert_close(jittery(x).logits, (x * noise) @ default.gate.weight.T)
+    jittery.eval()
+    torch.testing.assert_close(jittery(x).logits, x @ default.gate.weight.T)
