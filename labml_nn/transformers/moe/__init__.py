@@ -241,8 +241,9 @@ class Experts(nn.Module):
     #
     # `x` is `[slots, d_model]` sorted by expert, `counts[e]` rows for expert $e$. The loop is over the $E$ experts,
     # never over tokens: each iteration is three matrix products of `[counts[e], d_model]` rows. Cutting the rows
-    # needs the counts on the host, the one synchronisation of the dropless layer (`torch.nn.functional.grouped_mm`
-    # takes them on the device, but in torch 2.13 it runs only on recent CUDA GPUs).
+    # needs the counts on the host, the one synchronisation of the dropless layer. (`torch.nn.functional.grouped_mm`
+    # takes the offsets on the device and is the way on recent CUDA GPUs; in torch 2.13 on the CPU its backward
+    # fails, so the loop is what runs here.)
     def forward_grouped(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """`x` `[slots, d_model]` sorted by expert, `counts` its rows per expert; returns `[slots, d_model]`."""
         outputs = []
