@@ -113,3 +113,19 @@ def test_load_hf_is_strict_about_tensors(tmp_path):
     save_file(tensors, path)
     with pytest.raises(ValueError, match="post_attention_layernorm"):
         load_hf(tmp_path)
+
+
+def test_params_json_keeps_meta_fields_only_at_defaults(tmp_path):
+    from labml_nn.transformers.llama import ModelArgs
+    ModelArgs(dim=32, n_heads=4, vocab_size=10).to_json(tmp_path / "meta.json")
+    assert not {"ffn_hidden_dim", "rope_scale_factor", "rope_original_context"} & set(
+        json.loads((tmp_path / "meta.json").read_text()))
+    args = ModelArgs(dim=32, n_heads=4, vocab_size=10, ffn_hidden_dim=40, use_scaled_rope=True,
+                     rope_original_context=64)
+    args.to_json(tmp_path / "hf.json")
+    assert ModelArgs.from_json(tmp_path / "hf.json") == replace_limits(args)
+
+
+def replace_limits(args):
+    from dataclasses import replace
+    return replace(args, max_batch_size=32, max_seq_len=2048)
