@@ -37,6 +37,9 @@ equations on the left, the code they describe on the right. Read them in this or
 10. [Llama 3.1](/transformers/llama/index.md): how the classic transformer became a modern one: RMSNorm,
     SwiGLU, grouped-query attention, scaled rotary embeddings, and a key/value cache, loading Meta's
     checkpoints.
+11. [Mixture of experts](/transformers/moe/index.md): routers, the load-balancing loss, capacity and
+    dropped tokens, shared experts, expert parallelism over `torch.distributed`, and
+    [Mixtral](/transformers/moe/mixtral.md), loading Hugging Face's checkpoints.
 
 ## Running the experiments
 
