@@ -708,6 +708,8 @@ def __getattr__(name: str):
         from labml_nn.transformers.llama.generation import Llama
         return Llama
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ## Hugging Face checkpoints
 #
 # Checkpoints in Hugging Face's layout load with `load_hf(model_dir, max_batch_size=..., max_seq_len=...)`; the
