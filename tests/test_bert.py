@@ -319,7 +319,7 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="max_len"):
         model(torch.zeros(1, 25, dtype=torch.long))
     with pytest.raises(ValueError, match="mask_token_id"):
-        mask_tokens(input_ids, mask_token_id=53, vocab_size=53, special_token_ids=[1])
+        mask_tokens(input_ids, mask_token_id=-1, vocab_size=53, special_token_ids=[1])
     with pytest.raises(ValueError, match="probability"):
         mask_tokens(input_ids, mask_token_id=3, vocab_size=53, special_token_ids=[1], probability=1.5)
     with pytest.raises(ValueError, match="num_labels"):

@@ -473,7 +473,8 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     BERT's masking: returns `(inputs, labels)` shaped like `input_ids`; `labels` is the original token where a
-    position was chosen and -100 elsewhere. Random numbers are drawn on `input_ids`'s device, from `generator` if
+    position was chosen and -100 elsewhere. Random replacements are drawn from `[0, vocab_size)` (the model's
+    vocabulary, or a part of it such as the ordinary tokens when the special ones come last). Random numbers are drawn on `input_ids`'s device, from `generator` if
     given (it must be on that device).
     """
     if input_ids.dtype not in (torch.int64, torch.int32):
@@ -482,8 +483,8 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
         raise ValueError(f"probability must be in [0, 1], got {probability}")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
-    if not 0 <= mask_token_id < vocab_size:
-        raise ValueError(f"mask_token_id must be in [0, vocab_size={vocab_size}), got {mask_token_id}")
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or mask_token_id < 0:
+        raise ValueError(f"mask_token_id must be a non-negative integer, got {mask_token_id!r}")
     device = input_ids.device
     special = torch.isin(input_ids, torch.as_tensor(list(special_token_ids), dtype=input_ids.dtype, device=device))
     # Positions to predict, `[batch, seq]`
