@@ -2,6 +2,7 @@
 configurations, every 1-D parameter perturbed, padding in the batch), the pre-norm ordering against Megatron's
 formula written out here, mask_tokens' statistics, clear errors for bad configurations, inputs and checkpoints,
 overfitting one batch, and the experiment's smoke run and dataset."""
+import importlib.util
 import json
 import math
 import os
@@ -397,3 +398,51 @@ def test_tiny_model_overfits_one_batch():
 def test_tied_decoder_is_the_embedding_table():
     model = BertForPreTraining(tiny_config())
     assert model.mlm_head.decoder.weight is model.bert.embeddings.embeddings.weight
+
+
+# ## The experiment
+
+def test_speaker_data_is_deterministic_and_held_out_speeches_stay_out_of_pretraining(data_dir):
+    from labml_nn.transformers.experiments.bert import speaker_data
+    text = (data_dir / "tiny_shakespeare.txt").read_text(encoding="utf-8")
+    data = speaker_data(text, num_speakers=8)
+    again = speaker_data(text, num_speakers=8)
+    assert data == again
+    assert len(data.speakers) == 8 and data.speakers[0] == "GLOUCESTER"
+    # Every fifth speech of each speaker is held out: a fifth of each speaker's speeches, rounded down
+    for k, speaker in enumerate(data.speakers):
+        n_train = sum(label == k for _, label in data.train)
+        n_test = sum(label == k for _, label in data.test)
+        assert n_test == (n_train + n_test) // 5
+    # Held-out speeches appear in the held-out text and nowhere in the pretraining text
+    long_ones = [speech for speech, _ in data.test if len(speech) > 200]
+    assert long_ones and all(s in data.heldout_text and s not in data.pretrain_text for s in long_ones)
+    assert all(speech in data.pretrain_text for speech, _ in data.train[:50])
+
+
+def test_experiment_smoke_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "labml_nn.transformers.bert", "--preset", "tiny", "--device", "cpu",
+                           "--out", str(tmp_path)], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert json.loads(done.stdout) == result
+    for name in ("config.json", "metrics.jsonl", "loss.png", "pretrain/loss.png", "pretrain/checkpoint.pt",
+                 "finetune/pretrained/checkpoint.pt", "finetune/scratch/checkpoint.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0 <= result["mlm_accuracy"] <= 1 and 0 <= result["next_sentence_accuracy"] <= 1
+    assert set(result["speaker_accuracy"]) == {"pretrained", "scratch"}
+    assert result["chance"] == 1 / 8 and result["test_speeches"] > 200
+    stages = {json.loads(line)["stage"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+    assert stages == {"pretrain", "finetune"}
+
+
+def test_benchmark_smoke(capsys):
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("benchmark_bert", REPO / "benchmarks" / "bert.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark.main(["--tiny", "--rounds", "2", "--warmup", "1"])
+    out = capsys.readouterr().out
+    assert "labml_nn Bert" in out and out.count("x Hugging Face's time") == 4

@@ -52,8 +52,9 @@ since a post-norm layer's input is expected to be normalised, the embeddings are
 $\texttt{[CLS]}$, carries no text: its final vector is a summary of the whole input that the **pooler** (one
 dense layer and a $\tanh$) turns into the input of sentence-level heads.
 
-[Megatron-LM](https://arxiv.org/abs/1909.08053) (Shoeybi et al., 2019) found that BERT stops improving beyond
-a few hundred million parameters unless the layers are **pre-norm**; `pre_norm=True` builds its BERT:
+[Megatron-LM](https://arxiv.org/abs/1909.08053) (Shoeybi et al., 2019) found that with BERT's post-norm layers a
+model of 1.3 billion parameters trained worse than one of 336 million, and that rearranging the normalisations into
+**pre-norm** layers let accuracy keep growing with size; `pre_norm=True` builds its BERT:
 
 $$
 \begin{aligned}
@@ -182,6 +183,8 @@ class BertConfig:
     """Number of token types (segments)."""
     layer_norm_eps: float = 1e-12
     """The $\\epsilon$ of every layer normalisation."""
+    initializer_range: float = 0.02
+    """The standard deviation of the initial weights (BERT's 0.02 suits its width, 768; see the experiment)."""
     pad_token_id: int = 0
     """Id of the padding token (used by data pipelines; the model reads padding from the attention mask)."""
     classifier_dropout: float | None = None
@@ -204,6 +207,8 @@ class BertConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be positive, got {self.initializer_range!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -211,8 +216,8 @@ class BertConfig:
 
     # ### From `config.json`
     #
-    # Hugging Face's bookkeeping keys (`architectures`, `model_type`, `transformers_version`, ...) are dropped,
-    # and so is `initializer_range`, which matters only for a model that is not loaded. Keys that describe a
+    # Hugging Face's bookkeeping keys (`architectures`, `model_type`, `transformers_version`, ...) are dropped.
+    # Keys that describe a
     # model we do not build are checked rather than dropped: relative position embeddings, a decoder, untied
     # output embeddings. Megatron's checkpoints (`model_type` `megatron-bert`) are pre-norm.
     @classmethod
@@ -226,8 +231,8 @@ class BertConfig:
             if value != expected:
                 raise ValueError(f"{path}: {key}={value!r} is not supported (only {expected!r})")
         pre_norm = config.get("model_type") == "megatron-bert"
-        return config_from_dict(cls, config, path, ignored=("initializer_range", "gradient_checkpointing",
-                                                            "num_labels"), pre_norm=pre_norm)
+        return config_from_dict(cls, config, path, ignored=("gradient_checkpointing", "num_labels"),
+                                pre_norm=pre_norm)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "BertConfig":
@@ -298,8 +303,8 @@ class BertEmbeddings(EmbeddingsWithLearnedPositionalEncoding):
 # mask over the *keys*: the package's [padding mask](/transformers/utils.md#padding_mask) of the mask itself, with 0
 # as the padding id, `[batch, 1, 1, seq]`, `True` = may attend. Padding positions still get outputs (their queries
 # attend to the real tokens), which nothing should read. A sample with no real token at all has queries that may
-# attend nothing: PyTorch's fused attention then returns zeros, not `NaN` (Hugging Face's additive mask spreads
-# them evenly over the padding instead; either way the outputs are meaningless).
+# attend nothing: PyTorch's fused attention then returns zeros for them, not `NaN` (other implementations give
+# other finite values there; what such a sample outputs is meaningless either way, but it must not poison a batch).
 def key_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor | None:
     """Hugging Face's `attention_mask` `[batch, seq]` (1 = real token) as a boolean key mask `[batch, 1, 1, seq]`."""
     if attention_mask is None:
@@ -334,8 +339,8 @@ def bert_encoder(config: BertConfig) -> Encoder:
 
 # ## Initialisation
 #
-# BERT's: every linear and embedding weight from $\mathcal{N}(0, 0.02^2)$ (`initializer_range`), the learned
-# positions too, biases zero, normalisations at unit gain and zero bias. Chosen by module type. (The stack's layers
+# BERT's: every linear and embedding weight from $\mathcal{N}(0, \sigma^2)$ with $\sigma$ = `initializer_range`
+# (0.02), the learned positions too, biases zero, normalisations at unit gain and zero bias. Chosen by module type. (The stack's layers
 # are deep copies of one layer, so they must be initialised after they are copied.)
 def init_bert_(module: nn.Module, std: float = 0.02) -> None:
     """BERT's initialisation of every module inside `module` (in place)."""
@@ -370,7 +375,7 @@ class Bert(nn.Module):
         self.encoder = bert_encoder(config)
         # $W_p$, $b_p$
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
-        init_bert_(self)
+        init_bert_(self, config.initializer_range)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,9 +424,10 @@ class BertForPreTraining(nn.Module):
         self.bert = Bert(config)
         self.mlm_head = MaskedLMHead(config, self.bert.embeddings.embeddings.weight)
         self.sentence_head = nn.Linear(config.hidden_size, 2)
-        init_bert_(self.mlm_head)
-        init_bert_(self.sentence_head)
-        # The tied decoder weight is the embedding table, initialised with the body.
+        # The heads' own parameters; the decoder's weight is the embedding table, initialised with the body.
+        for module in (self.mlm_head.dense, self.mlm_head.norm, self.sentence_head):
+            init_bert_(module, config.initializer_range)
+        nn.init.zeros_(self.mlm_head.decoder.bias)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,7 +451,7 @@ class BertForSequenceClassification(nn.Module):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_(self.classifier)
+        init_bert_(self.classifier, config.initializer_range)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ minutes (the language models at [the baby size](/experiments/char_lm.md#baby_mod
 | [`python -m labml_nn.transformers.configs`](/transformers/experiments/configs.md) | any transformer the command line describes, as a language model |
 | [`python -m labml_nn.transformers.gpt`](/transformers/experiments/gpt.md) | a GPT trained on Tiny Shakespeare, and its samples |
 | [`python -m labml_nn.transformers.label_smoothing_loss`](/transformers/experiments/label_smoothing_loss.md) | label smoothing's effect on accuracy and calibration |
+| [`python -m labml_nn.transformers.bert`](/transformers/experiments/bert.md) | a small BERT pretrained on masked characters, then fine-tuned to name the speaker of a speech, against the same classifier from scratch |
 | [`python -m labml_nn.transformers.llama`](/transformers/experiments/llama.md) | a small Llama 3.1, generation with and without the key/value cache; or one of Meta's checkpoints |
 
 Every experiment takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, `--preset`, `--resume`,
