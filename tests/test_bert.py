@@ -445,4 +445,4 @@ def test_benchmark_smoke(capsys):
     spec.loader.exec_module(benchmark)
     benchmark.main(["--tiny", "--rounds", "2", "--warmup", "1"])
     out = capsys.readouterr().out
-    assert "labml_nn Bert" in out and out.count("x Hugging Face's time") == 4
+    assert "labml_nn Bert" in out and out.count("x Hugging Face's time") == 8
