@@ -124,7 +124,7 @@ mlm_logits, sentence_logits = model(inputs, attention_mask=attention_mask)   # [
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -172,7 +172,7 @@ class BertConfig:
     intermediate_size: int = 3072
     """Width of the feed-forward network's hidden layer, $d_{ff}$."""
     hidden_act: str = "gelu"
-    """The feed-forward network's and the masked-LM head's activation: gelu (exact), gelu_new or gelu_pytorch_tanh (tanh form), relu."""
+    """Activation of the feed-forward network and masked-LM head: gelu (exact), gelu_new, gelu_pytorch_tanh, relu."""
     hidden_dropout_prob: float = 0.1
     """Dropout on the embeddings and on every sublayer's output."""
     attention_probs_dropout_prob: float = 0.1
@@ -245,9 +245,6 @@ class BertConfig:
         if not isinstance(config, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
         return cls.from_dict(config, path)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # ## Embeddings
@@ -340,8 +337,8 @@ def bert_encoder(config: BertConfig) -> Encoder:
 # ## Initialisation
 #
 # BERT's: every linear and embedding weight from $\mathcal{N}(0, \sigma^2)$ with $\sigma$ = `initializer_range`
-# (0.02), the learned positions too, biases zero, normalisations at unit gain and zero bias. Chosen by module type. (The stack's layers
-# are deep copies of one layer, so they must be initialised after they are copied.)
+# (0.02), the learned positions too, biases zero, normalisations at unit gain and zero bias. Chosen by module type.
+# (The stack's layers are deep copies of one layer, so they must be initialised after they are copied.)
 def init_bert_(module: nn.Module, std: float = 0.02) -> None:
     """BERT's initialisation of every module inside `module` (in place)."""
     for m in module.modules():
@@ -416,7 +413,9 @@ class MaskedLMHead(nn.Module):
 # The body, the masked-LM head on every position and the two-way next-sentence head on the pooled vector. The
 # logits of every position are returned; the loss reads them at the chosen positions only.
 class BertForPreTraining(nn.Module):
-    """BERT with its pretraining heads; `forward` returns `(mlm_logits [batch, seq, vocab], sentence_logits [batch, 2])`."""
+    """BERT with its pretraining heads.
+
+    `forward` returns `(mlm_logits [batch, seq, vocab], sentence_logits [batch, 2])`."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -480,8 +479,8 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
     """
     BERT's masking: returns `(inputs, labels)` shaped like `input_ids`; `labels` is the original token where a
     position was chosen and -100 elsewhere. Random replacements are drawn from `[0, vocab_size)` (the model's
-    vocabulary, or a part of it such as the ordinary tokens when the special ones come last). Random numbers are drawn on `input_ids`'s device, from `generator` if
-    given (it must be on that device).
+    vocabulary, or a part of it such as the ordinary tokens when the special ones come last). Random numbers are
+    drawn on `input_ids`'s device, from `generator` if given (it must be on that device).
     """
     if input_ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
@@ -513,7 +512,8 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
 # `attention.ln` before it. Tied tensors are stored once: the masked-LM decoder's weight is the word-embedding
 # table (checked equal if a file has both), and its bias is `cls.predictions.bias`.
 def hf_name_map(config: BertConfig, model_class: type = BertForPreTraining) -> list[Row]:
-    """The rows that fill `model_class` (Bert, BertForPreTraining or BertForSequenceClassification) from a checkpoint."""
+    """The rows that fill `model_class` (Bert, BertForPreTraining or BertForSequenceClassification) from a
+    checkpoint."""
     if model_class not in (Bert, BertForPreTraining, BertForSequenceClassification):
         raise ValueError(f"model_class must be Bert, BertForPreTraining or BertForSequenceClassification, "
                          f"got {model_class!r}")

@@ -396,7 +396,8 @@ def train(config: BertExperiment, run: Run) -> dict:
     # The run's own `metrics.jsonl` holds every record of both stages, and its `loss.png` the fine-tuning curves of
     # both classifiers (the pretraining curve is in `pretrain/loss.png`).
     if run.is_main:
-        records = {name: read_metrics(finetune_run.sub(name).path("metrics.jsonl")) for name in ("pretrained", "scratch")}
+        records = {name: read_metrics(finetune_run.sub(name).path("metrics.jsonl"))
+                   for name in ("pretrained", "scratch")}
         lines = [{"stage": "pretrain", **r} for r in read_metrics(pretrain_run.path("metrics.jsonl"))]
         lines += [{"stage": "finetune", "variant": name, **r} for name, rows in records.items() for r in rows]
         run.write_text("metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
