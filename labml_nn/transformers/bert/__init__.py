@@ -85,7 +85,9 @@ vector, and the whole model is trained on the labelled task for a few epochs at 
 
 The experiment (`python -m labml_nn.transformers.bert`, see [its page](/transformers/experiments/bert.md))
 pretrains a small BERT on the characters of Tiny Shakespeare and fine-tunes it to name the speaker of a speech,
-against the same classifier trained from scratch.
+against the same classifier trained from scratch. At the budget of its CPU preset the pretraining does not get far
+past the characters' frequencies, and neither classifier beats always naming the most frequent speaker; the
+experiment's page says why a masked model starts so much more slowly than a GPT.
 
 ## Built from the package's parts
 
