@@ -21,6 +21,7 @@ minutes (the language models at [the baby size](/experiments/char_lm.md#baby_mod
 | [`python -m labml_nn.transformers.configs`](/transformers/experiments/configs.md) | any transformer the command line describes, as a language model |
 | [`python -m labml_nn.transformers.gpt`](/transformers/experiments/gpt.md) | a GPT trained on Tiny Shakespeare, and its samples |
 | [`python -m labml_nn.transformers.label_smoothing_loss`](/transformers/experiments/label_smoothing_loss.md) | label smoothing's effect on accuracy and calibration |
+| [`python -m labml_nn.transformers.bert`](/transformers/experiments/bert.md) | a small BERT pretrained on masked characters, then fine-tuned to name the speaker of a speech, against the same classifier from scratch |
 | [`python -m labml_nn.transformers.llama`](/transformers/experiments/llama.md) | a small Llama 3.1, generation with and without the key/value cache; or one of Meta's checkpoints |
 | [`python -m labml_nn.transformers.flash_attention`](/transformers/experiments/flash_attention.md) | peak memory and time of attention's forward and backward pass: the explicit path (quadratic memory), FlashAttention in plain PyTorch and SDPA (linear) |
 | [`python -m labml_nn.transformers.t5`](/transformers/experiments/t5.md) | a small T5 pretrained by span corruption, the spans it fills in, and relative position biases against learned absolute positions on longer texts |
