@@ -262,3 +262,22 @@ def test_pre_softmax_renormalised_is_the_default_order_and_jitter_is_training_on
     torch.testing.assert_close(jittery(x).logits, (x * noise) @ default.gate.weight.T)
     jittery.eval()
     torch.testing.assert_close(jittery(x).logits, x @ default.gate.weight.T)
+
+
+@pytest.mark.parametrize("shared", [0, 1])
+def test_fast_path_equals_the_readable_dense_path(shared):
+    # Not a test of the arithmetic (the per-token loop above is): the sorted, grouped path and the page's dense sum
+    # over experts must give the same output and gradients.
+    torch.manual_seed(1)
+    moe = MoE(16, 24, n_experts=6, top_k=2, n_shared_experts=shared)
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    fast, _ = moe(x)
+    grad = torch.randn_like(fast)
+    fast_grads = torch.autograd.grad(fast, [x, *moe.parameters()], grad)
+    explicit = moe.forward_explicit(x)
+    explicit_grads = torch.autograd.grad(explicit, [x, *moe.parameters()], grad)
+    torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, explicit_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="capacity"):
+        MoE(16, 24, n_experts=6, capacity_factor=1.0).forward_explicit(x)

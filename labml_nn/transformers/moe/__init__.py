@@ -429,6 +429,33 @@ class MoE(nn.Module):
             y = y + self.shared_experts(flat)
         return y.view(batch, seq, d_model), self.stats(route, plan)
 
+    # ### The readable path
+    #
+    # What the sorting computes, written as the sum in the formula: every expert runs on every token, and a token
+    # keeps expert $e$'s output weighted by $g_e(x)$, its router weight for $e$ (zero where $e$ is not among its
+    # $k$ choices). It does $E/k$ times the work of the fast path, so it is for reading and for checking
+    # (dropless only: a capacity's drops depend on the other tokens); a test proves the two agree.
+    def forward_explicit(self, x: torch.Tensor) -> torch.Tensor:
+        """The dropless layer's output `[batch, seq, d_model]`, computed densely: every expert on every token."""
+        if self.capacity_factor is not None:
+            raise ValueError("forward_explicit computes the dropless layer; this one has a capacity")
+        batch, seq, d_model = x.shape
+        flat = x.reshape(batch * seq, d_model)
+        route = self.router(flat)
+        # $g_e(x)$ for every expert, zero for the unchosen: `[tokens, n_experts]`
+        gates = flat.new_zeros(flat.shape[0], self.n_experts).scatter_add_(1, route.indices,
+                                                                           route.weights.to(flat.dtype))
+        y = torch.zeros_like(flat)
+        for e in range(self.n_experts):
+            # Expert $e$ on all the tokens: `[tokens, d_model]`
+            hidden = self.experts.activation(F.linear(flat, self.experts.w1[e]))
+            if self.experts.w3 is not None:
+                hidden = hidden * F.linear(flat, self.experts.w3[e])
+            y = y + gates[:, e:e + 1] * F.linear(hidden, self.experts.w2[e])
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        return y.view(batch, seq, d_model)
+
     # ### Running the experts on the sorted rows
     #
     # Dropless: [grouped](#Experts.forward_grouped), one product per expert on its rows. With a capacity: the kept
