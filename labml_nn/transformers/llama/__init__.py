@@ -37,6 +37,7 @@ The parameter names are Meta's (`tok_embeddings`, `layers.{i}.attention.wq`, `fe
 `params.json`, so Meta's `consolidated.00.pth` loads with `strict=True`:
 [`Llama.build`](/transformers/llama/generation.md#Llama.build) does that and generates text with the key/value
 cache, using Meta's [tokenizer](/transformers/llama/tokenizer.md).
+Checkpoints in Hugging Face's layout load with [`load_hf`](#load_hf) ([how](/transformers/llama/hf.md)).
 
 Layouts: the residual stream is `[batch, seq, dim]`; inside attention, `[batch, heads, seq, head_dim]`
 (Meta's code keeps `[batch, seq, heads, head_dim]` there and transposes before the matrix products;
@@ -78,6 +79,13 @@ class ModelArgs:
         norm_eps: the $\epsilon$ of RMSNorm.
         rope_theta: the base $\theta$ of the rotary frequencies.
         use_scaled_rope: apply Llama 3.1's long-context frequency scaling.
+        rope_scale_factor, rope_low_freq_factor, rope_high_freq_factor, rope_original_context: the
+            constants of that scaling, $s$, $\alpha$, $\beta$ and $L$ of [`apply_scaling`](#apply_scaling);
+            Meta's `params.json` does not hold them (its code fixes Llama 3.1's values, the defaults), Hugging
+            Face's `config.json` does.
+        ffn_hidden_dim: the feed-forward hidden width as it is; `None` derives it from `multiple_of` and
+            `ffn_dim_multiplier` as Meta's code does. Hugging Face's `config.json` states it
+            (`intermediate_size`).
         max_batch_size: the most sequences `forward_inference` keeps in its caches at once.
         max_seq_len: the longest sequence the model accepts (the length of the caches).
     """
@@ -91,6 +99,11 @@ class ModelArgs:
     norm_eps: float = 1e-5
     rope_theta: float = 500000.0
     use_scaled_rope: bool = False
+    rope_scale_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
+    ffn_hidden_dim: int | None = None
     max_batch_size: int = 32
     max_seq_len: int = 2048
 
@@ -102,8 +115,14 @@ class ModelArgs:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         _check_positive_int("n_kv_heads", self.n_kv_heads)
-        for name in ("norm_eps", "rope_theta"):
+        for name in ("norm_eps", "rope_theta", "rope_scale_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
             setattr(self, name, _check_positive_float(name, getattr(self, name)))
+        _check_positive_int("rope_original_context", self.rope_original_context)
+        if self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ValueError(f"rope_high_freq_factor ({self.rope_high_freq_factor}) must be larger than "
+                             f"rope_low_freq_factor ({self.rope_low_freq_factor})")
+        if self.ffn_hidden_dim is not None:
+            _check_positive_int("ffn_hidden_dim", self.ffn_hidden_dim)
         if self.ffn_dim_multiplier is not None:
             self.ffn_dim_multiplier = _check_positive_float("ffn_dim_multiplier", self.ffn_dim_multiplier)
         if not isinstance(self.use_scaled_rope, bool):
@@ -122,6 +141,19 @@ class ModelArgs:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+    # The feed-forward hidden width: given, or derived from `4 * dim` as in [Meta's code](#FeedForward.hidden_size).
+    @property
+    def hidden_dim(self) -> int:
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        return FeedForward.hidden_size(4 * self.dim, self.multiple_of, self.ffn_dim_multiplier)
+
+    # The constants of Llama 3.1's frequency scaling, as [`apply_scaling`](#apply_scaling) takes them.
+    @property
+    def rope_scaling(self) -> dict:
+        return {"scale_factor": self.rope_scale_factor, "low_freq_factor": self.rope_low_freq_factor,
+                "high_freq_factor": self.rope_high_freq_factor, "old_context_len": self.rope_original_context}
 
     # ### Reading `params.json`
     #
@@ -151,12 +183,18 @@ class ModelArgs:
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
 
-    # Write the fields that belong in `params.json` (the inference limits do not).
+    # Write the fields that belong in `params.json`: the inference limits do not, nor the fields Meta's
+    # format lacks while they hold their defaults (Meta's code assumes those values).
     def to_json(self, path: str | Path) -> None:
         """Write Meta's `params.json` to `path` (without `max_batch_size` and `max_seq_len`)."""
         params = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("max_batch_size", "max_seq_len")}
+                  if f.name not in ("max_batch_size", "max_seq_len")
+                  and not (f.name in _NOT_IN_META_PARAMS and getattr(self, f.name) == f.default)}
         Path(path).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+
+
+_NOT_IN_META_PARAMS = ("rope_scale_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
+                       "ffn_hidden_dim")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -212,14 +250,15 @@ class RMSNorm(nn.Module):
 # so the first pairs turn fast (they tell nearby positions apart) and the last pairs slowly (a wavelength
 # $\lambda_i = 2\pi / \theta_i$ of up to about $2\pi\theta$ tokens, for far-apart positions). Llama 3 uses
 # the base $\theta = 500000$ where the RoPE paper used $10000$, to have more slow pairs for its long context.
-def rope_frequencies(dim: int, theta: float, use_scaled: bool, device: torch.device | str | None = None
-                     ) -> torch.Tensor:
-    r"""The `dim // 2` rotary frequencies $\theta_i$ in float32, scaled as in Llama 3.1 when `use_scaled`."""
+def rope_frequencies(dim: int, theta: float, use_scaled: bool, device: torch.device | str | None = None,
+                     **scaling) -> torch.Tensor:
+    r"""The `dim // 2` rotary frequencies $\theta_i$ in float32, scaled as in Llama 3.1 when `use_scaled`
+    (with `scaling`, the keyword arguments of `apply_scaling`, or its defaults)."""
     if dim < 2 or dim % 2 != 0:
         raise ValueError(f"dim must be a positive even integer, got {dim}")
     # $$\theta_i = \theta^{-2i/d}$$
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim))
-    return apply_scaling(freqs) if use_scaled else freqs
+    return apply_scaling(freqs, **scaling) if use_scaled else freqs
 
 
 # ### Llama 3.1's frequency scaling
@@ -441,6 +480,9 @@ class Attention(nn.Module):
 # It is [`FeedForward(dim, hidden, activation=nn.SiLU(), is_gated=True)`](/transformers/feed_forward.md) without
 # biases, with `w1` its `layer1`, `w3` its `linear_v` and `w2` its `layer2`.
 #
+# `exact=True` takes `hidden_dim` as it is, for checkpoints whose configuration states the width (Hugging Face's
+# `intermediate_size`) instead of Meta's rule below.
+#
 # ### The hidden size
 #
 # Three matrices instead of two would cost half again as many parameters at the same hidden width, so the
@@ -451,9 +493,11 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU with `w1` (gate), `w3` (value) and `w2` (output); `hidden_dim` is rounded as in Meta's code."""
 
-    def __init__(self, dim: int, hidden_dim: int, multiple_of: int, ffn_dim_multiplier: float | None):
+    def __init__(self, dim: int, hidden_dim: int, multiple_of: int, ffn_dim_multiplier: float | None,
+                 exact: bool = False):
         super().__init__()
-        hidden_dim = self.hidden_size(hidden_dim, multiple_of, ffn_dim_multiplier)
+        if not exact:
+            hidden_dim = self.hidden_size(hidden_dim, multiple_of, ffn_dim_multiplier)
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
@@ -490,8 +534,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.attention = Attention(args)
-        self.feed_forward = FeedForward(dim=args.dim, hidden_dim=4 * args.dim, multiple_of=args.multiple_of,
-                                        ffn_dim_multiplier=args.ffn_dim_multiplier)
+        self.feed_forward = FeedForward(dim=args.dim, hidden_dim=args.hidden_dim, multiple_of=args.multiple_of,
+                                        ffn_dim_multiplier=args.ffn_dim_multiplier, exact=True)
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
@@ -517,8 +561,13 @@ class TransformerBlock(nn.Module):
 # The rotations are not a buffer: a complex table kept as a buffer would be cast to a real dtype, silently
 # dropping its imaginary part, by `model.to(torch.bfloat16)`. `forward` computes them for its positions;
 # `forward_inference` keeps a table for all positions beside its caches, made with them.
+#
+# `block` is the class of the blocks: a family that changes the block (Mixtral's
+# [mixture-of-experts block](/transformers/moe/mixtral.md)) subclasses the model and sets it.
 class Transformer(nn.Module):
     """Llama: `tok_embeddings`, `layers` (a list of [`TransformerBlock`](#TransformerBlock)), `norm`, `output`."""
+
+    block = TransformerBlock
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -526,7 +575,7 @@ class Transformer(nn.Module):
         self.vocab_size = args.vocab_size
         self.n_layers = args.n_layers
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
-        self.layers = nn.ModuleList(TransformerBlock(layer_id, args) for layer_id in range(args.n_layers))
+        self.layers = nn.ModuleList(self.block(layer_id, args) for layer_id in range(args.n_layers))
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         self.caches: list[KVCache] | None = None
@@ -552,7 +601,8 @@ class Transformer(nn.Module):
 
     # The rotations $e^{\,i\, m\theta_j}$ for positions $m$ = `start_pos ... start_pos + seq - 1`.
     def rotations(self, start_pos: int, seq: int, device: torch.device) -> torch.Tensor:
-        freqs = rope_frequencies(self.params.head_dim, self.params.rope_theta, self.params.use_scaled_rope, device)
+        freqs = rope_frequencies(self.params.head_dim, self.params.rope_theta, self.params.use_scaled_rope, device,
+                                 **self.params.rope_scaling)
         positions = torch.arange(start_pos, start_pos + seq, device=device, dtype=torch.float32)
         # `[seq, head_dim / 2]`
         return _freqs_cis(freqs, positions)
@@ -641,6 +691,17 @@ class Transformer(nn.Module):
         self.caches = None
         self.freqs_cis = None
 
+
+
+# ## Hugging Face checkpoints
+#
+# Checkpoints in Hugging Face's layout load with `load_hf(model_dir, max_batch_size=..., max_seq_len=...)`; the
+# [page of that loader](/transformers/llama/hf.md) explains the permutation of the query and key weights that
+# takes them from Hugging Face's rotate-half pairs back to Meta's interleaved ones.
+def load_hf(model_dir: str | Path, **overrides) -> Transformer:
+    """The `Transformer` of a Hugging Face `LlamaForCausalLM` directory; `overrides` set fields of `ModelArgs`."""
+    from labml_nn.transformers.llama.hf import load_hf as load
+    return load(model_dir, **overrides)
 
 
 # ## Meta's import path
