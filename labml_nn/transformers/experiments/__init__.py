@@ -23,6 +23,7 @@ minutes (the language models at [the baby size](/experiments/char_lm.md#baby_mod
 | [`python -m labml_nn.transformers.label_smoothing_loss`](/transformers/experiments/label_smoothing_loss.md) | label smoothing's effect on accuracy and calibration |
 | [`python -m labml_nn.transformers.llama`](/transformers/experiments/llama.md) | a small Llama 3.1, generation with and without the key/value cache; or one of Meta's checkpoints |
 | [`python -m labml_nn.transformers.flash_attention`](/transformers/experiments/flash_attention.md) | peak memory and time of attention's forward and backward pass: the explicit path (quadratic memory), FlashAttention in plain PyTorch and SDPA (linear) |
+| [`python -m labml_nn.transformers.llava`](/transformers/experiments/llava.md) | LLaVA's training stages on shapes it draws itself: caption exact-match and answer accuracy on held-out images, for seen and unseen colour-shape pairs |
 
 Every experiment takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, `--preset`, `--resume`,
 `--help` and the fields of its configuration, see [the command line](/experiments/cli.md)) and writes

@@ -34,7 +34,7 @@ tokens. The projection of non-overlapping patches is a convolution with kernel a
 was is not in its pixels, so each token gets a learned position vector, and a learned *class token* is put
 in front, whose final vector CLIP uses as the image's summary.
 
-![An image cut into its patches](../../figures/llava_patches.svg)
+![A 32 x 32 image with two shapes cut into a 4 x 4 grid of 8 x 8 patches, and the class token followed by the 16 patches in reading order](/figures/llava_patches.png)
 
 The figure shows one of the experiment's $32 \times 32$ images cut into $8 \times 8$ patches: the vision
 transformer sees 16 tokens plus the class token.
