@@ -324,6 +324,10 @@ class Llava(nn.Module):
         return self.splice(input_ids, self.image_features(pixel_values))
 
     # ### Whole sequences
+    #
+    # Prompts of different lengths are padded on the right: the model is causal, so a row's real positions never
+    # see its padding, and their logits are those of the unpadded prompt (the tests compare them with Hugging
+    # Face's model given the attention mask).
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits `[batch, seq, vocab]` of `input_ids` `[batch, seq]`, whose image tokens read `pixel_values`
         `[batch, channels, height, width]`."""
