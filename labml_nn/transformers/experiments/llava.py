@@ -36,6 +36,31 @@ and `answers.png` shows held-out images with the model's answers.
 A colour-shape pair that was never seen can still be described if the model has learnt colour and shape as
 separate things: the attribute targets of stage 0 are factored that way, and the unseen column measures how much of
 it survives the projector and the language model.
+
+## What we measured
+
+On held-out images (100 with seen pairs, 100 with an unseen pair; default preset, one thread on a busy 2-core
+machine, about 18 minutes), with stage 0 trained on the LLaVA training images only, i.e. without the held-out pairs:
+
+| after | attributes (ViT) | caption exact, seen | unseen | answers, seen | unseen |
+|---|---|---|---|---|---|
+| stage 0 | 1.00 / 0.00 | | | | |
+| lm | | 0.00 | 0.00 | 0.00 | 0.00 |
+| stage 1 | | 0.20 | 0.00 | 0.00 | 0.00 |
+| stage 2 | | 0.00 | 0.00 | 0.99 | 0.49 |
+
+The vision transformer learnt every seen scene and got *no* scene with an unseen pair right. Its colours were
+right; its shapes were not: a blue square was called a circle, a green circle a square, a red triangle a square or
+a circle. With colour and shape correlated in its training images, the shape head leant on colour, a shortcut that
+only breaks on the pairs it never saw. This is why the default now trains stage 0 on every pair, as CLIP's
+pretraining saw far more of the world than LLaVA's instruction data (`--no-vision-sees-all-pairs` repeats the run
+above). Stage 1 taught a frozen language model to caption a fifth of the seen images word for word; stage 2,
+trained on questions only, forgot how to caption and answered almost every question about seen pairs, and half of
+those on images with an unseen pair. Split by what was asked (a check on the stage 2 checkpoint): questions about
+the other, seen shape of such an image were answered as well as on seen images (148 of 156), but of those about
+the unseen pair itself, "where is the triangle?" 75 of 114, its colour 12 of 114 and its shape 11 of 114. The
+language model, fine-tuned on answers in which a triangle was never red, had learnt which colours go with which
+shape as well: asked the colour of a red triangle, it answers "blue".
 """
 
 import sys
