@@ -165,3 +165,22 @@ def test_load_hf_missing_tensor_is_named(tmp_path):
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"no tensor '.*multi_modal_projector\.linear_2\.bias'"):
         load_hf(tmp_path)
+
+
+def test_generate_encodes_the_image_once_and_matches_full_forward():
+    model = tiny_llava()
+    calls = []
+    model.vision.register_forward_hook(lambda *_: calls.append(1))
+    input_ids = torch.tensor([[1] + [19] * 16 + [2, 3]] * 2)
+    pixels = torch.randn(2, 3, 16, 16)
+    tokens = model.generate(input_ids, pixels, max_new_tokens=6)
+    assert len(calls) == 1
+    # The same tokens by full forward passes without the cache, one token at a time.
+    sequence = input_ids
+    with torch.no_grad():
+        for _ in range(6):
+            sequence = torch.cat([sequence, model(sequence, pixels)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(tokens, sequence[:, input_ids.shape[1]:])
+    sampled = model.generate(input_ids, pixels, max_new_tokens=3, temperature=1.0,
+                             generator=torch.Generator().manual_seed(0))
+    assert sampled.shape == (2, 3) and ((sampled >= 0) & (sampled < 20)).all()
