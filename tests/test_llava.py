@@ -184,3 +184,27 @@ def test_generate_encodes_the_image_once_and_matches_full_forward():
     sampled = model.generate(input_ids, pixels, max_new_tokens=3, temperature=1.0,
                              generator=torch.Generator().manual_seed(0))
     assert sampled.shape == (2, 3) and ((sampled >= 0) & (sampled < 20)).all()
+
+
+@pytest.mark.parametrize("layout", ["hub", "model-prefixed"])
+def test_load_hf_reads_the_other_layouts(tmp_path, layout):
+    from safetensors.torch import load_file, save_file
+    reference = save_tiny_llava(tmp_path, seed=3)
+    tensors = load_file(tmp_path / "model.safetensors")
+
+    def rename(name):
+        if layout == "hub":
+            # Hugging Face Hub checkpoints written by transformers 4: the CLIP tower under `vision_model.`
+            return name.replace("vision_tower.", "vision_tower.vision_model.")
+        # transformers 5's module names
+        return (name.replace("language_model.model.", "model.language_model.")
+                .replace("language_model.lm_head.", "lm_head.")
+                .replace("vision_tower.", "model.vision_tower.")
+                .replace("multi_modal_projector.", "model.multi_modal_projector."))
+    save_file({rename(k): v for k, v in tensors.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = load_hf(tmp_path, max_batch_size=1)
+    g = torch.Generator().manual_seed(2)
+    input_ids, pixels = prompt(2, 3, g)[None], torch.randn(1, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids, pixels), reference(input_ids=input_ids, pixel_values=pixels).logits,
+                                   atol=1e-5, rtol=1e-5)
