@@ -228,6 +228,41 @@ def t5_buckets() -> bytes:
     return _png(fig)
 
 
+def llava_patches() -> bytes:
+    """One of the LLaVA experiment's images cut into its 8 x 8 patches, and the patches as a sequence of tokens."""
+    import numpy as np
+
+    from labml_nn.transformers.experiments.llava import draw
+
+    plt = _pyplot()
+    image = (draw([("circle", "red", 0), ("triangle", "blue", 3)], np.random.default_rng(1)).transpose(1, 2, 0) + 1) / 2
+    size, patch = image.shape[0], 8
+    grid = size // patch
+    fig = plt.figure(figsize=FIGURE_SIZE)
+    left = fig.add_axes((0.0, 0.1, 0.25, 0.8))
+    left.imshow(image.clip(0, 1))
+    for k in range(1, grid):
+        left.axhline(k * patch - 0.5, color="white", linewidth=1)
+        left.axvline(k * patch - 0.5, color="white", linewidth=1)
+    left.set_title(f"{size} x {size} image, {patch} x {patch} patches")
+    left.set_xticks([])
+    left.set_yticks([])
+    tokens = grid * grid + 1
+    for t in range(tokens):
+        ax = fig.add_axes((0.3 + t * 0.68 / tokens, 0.4, 0.68 / tokens * 0.9, 0.2))
+        if t == 0:
+            ax.text(0.5, 0.5, "CLS", ha="center", va="center", fontsize=7)
+        else:
+            r, c = divmod(t - 1, grid)
+            ax.imshow(image[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].clip(0, 1))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.text(0.64, 0.7, f"the sequence the vision transformer reads: a class token and {grid * grid} patches",
+             ha="center")
+    fig.text(0.64, 0.3, "each patch: its 3 x 8 x 8 numbers times one matrix, plus its position vector", ha="center")
+    return _png(fig)
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
     "masks.png": masks,
     "attention.png": attention,
@@ -235,6 +270,7 @@ FIGURES: dict[str, Callable[[], bytes]] = {
     "rope_rotation.png": rope_rotation,
     "label_smoothing.png": label_smoothing,
     "t5_buckets.png": t5_buckets,
+    "llava_patches.png": llava_patches,
 }
 
 

@@ -622,11 +622,26 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits `[batch, seq, vocab_size]` for `tokens` `[batch, seq]`; each position sees itself and earlier ones."""
         self._check_tokens(tokens, 0)
-        h = self.tok_embeddings(tokens)
-        freqs_cis = self.rotations(0, tokens.shape[1], h.device)
+        return self.forward_embeddings(self.tok_embeddings(tokens))
+
+    # ### Input vectors instead of tokens
+    #
+    # A model that puts other vectors into the sequence, such as [LLaVA](/transformers/llava/index.md)'s image
+    # patches, gives the blocks its own `[batch, seq, dim]` input in place of the token embeddings.
+    def forward_embeddings(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits `[batch, seq, vocab_size]` for input vectors `h` `[batch, seq, dim]`, causal."""
+        self._check_embeddings(h, 0)
+        freqs_cis = self.rotations(0, h.shape[1], h.device)
         for layer in self.layers:
             h = layer(h, freqs_cis)
         return self.output(self.norm(h))
+
+    def _check_embeddings(self, h: torch.Tensor, start_pos: int) -> None:
+        if h.dim() != 3 or h.shape[-1] != self.params.dim:
+            raise ValueError(f"input vectors must be [batch, seq, dim={self.params.dim}], got {list(h.shape)}")
+        if start_pos < 0 or start_pos + h.shape[1] > self.params.max_seq_len:
+            raise ValueError(f"positions {start_pos} ... {start_pos + h.shape[1] - 1} are beyond "
+                             f"max_seq_len = {self.params.max_seq_len}")
 
     # ### Training loss
     #
@@ -659,11 +674,17 @@ class Transformer(nn.Module):
     def forward_inference(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits (float32) `[batch, seq, vocab_size]` of `tokens` at positions `start_pos ...` of the cached sequences."""
         self._check_tokens(tokens, start_pos)
-        if tokens.shape[0] > self.params.max_batch_size:
-            raise ValueError(f"batch of {tokens.shape[0]} is larger than max_batch_size = {self.params.max_batch_size}")
+        return self.forward_inference_embeddings(self.tok_embeddings(tokens), start_pos)
+
+    # The same with input vectors `[batch, seq, dim]` in place of tokens, as `forward_embeddings`.
+    @torch.no_grad()
+    def forward_inference_embeddings(self, h: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Logits (float32) `[batch, seq, vocab_size]` of input vectors `h` at positions `start_pos ...`."""
+        self._check_embeddings(h, start_pos)
+        if h.shape[0] > self.params.max_batch_size:
+            raise ValueError(f"batch of {h.shape[0]} is larger than max_batch_size = {self.params.max_batch_size}")
         caches = self._inference_caches(start_pos)
-        seq = tokens.shape[1]
-        h = self.tok_embeddings(tokens)
+        seq = h.shape[1]
         # `[seq, head_dim / 2]`
         freqs_cis = self.freqs_cis[start_pos:start_pos + seq]
         mask = None
