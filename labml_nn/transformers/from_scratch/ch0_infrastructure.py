@@ -269,7 +269,8 @@ def build_model(config: Config, n_vocab: int) -> nn.Module:
 #
 # Every chapter takes the same options and writes the same files into `--out` (by default
 # `runs/from_scratch/<chapter>/<time>`): `metrics.jsonl` (the loss estimates), `sample.txt` and `result.json`.
-# A chapter may offer presets (chapter 5 does); `--max-steps`, `--seed` and `--eval-iters` override them.
+# A chapter may offer presets (chapters 1 and 5 do); `--max-steps`, `--seed`, `--eval-iters` and `--sample-chars`
+# override them.
 def parse_args(chapter: str, argv: list[str] | None, presets: dict[str, Config]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m labml_nn.transformers.from_scratch.{chapter}",
                                      description=f"Train the model of chapter {chapter} on Tiny Shakespeare.")
@@ -279,6 +280,7 @@ def parse_args(chapter: str, argv: list[str] | None, presets: dict[str, Config])
     parser.add_argument("--eval-iters", type=int, help="batches per loss estimate (default: the preset's)")
     parser.add_argument("--out", help="output directory (default: runs/from_scratch/<chapter>/<time>)")
     parser.add_argument("--prompt", default="\n", help="the text the sample starts from")
+    parser.add_argument("--sample-chars", type=int, help="characters to sample (default: the preset's)")
     parser.add_argument("--preset", choices=sorted(presets), default=next(iter(presets)),
                         help="the recipe (default: %(default)s)")
     return parser.parse_args(argv)

@@ -144,19 +144,25 @@ def train(model: nnx.Module, data: Data, config: Config) -> list[dict]:
 # ## Sampling
 #
 # As in PyTorch, but each draw takes a key of its own: `jax.random.categorical` samples from logits directly.
-# The forward pass is compiled once per prompt length, up to `block_size` lengths.
+# `jit` compiles once per input shape, and a growing prompt would have a new shape at every step. So the window
+# of the last (at most) `block_size` ids is padded on the right to `block_size`, one shape for the whole loop,
+# and the logits are read at the window's last real position: the models are causal, so the padding after it
+# changes nothing there.
 @nnx.jit
-def last_logits(model: nnx.Module, ids: jax.Array) -> jax.Array:
-    return model(ids)[:, -1]
+def window_logits(model: nnx.Module, window: jax.Array) -> jax.Array:
+    return model(window)
 
 
 def generate(model: nnx.Module, ids: jax.Array, max_new_tokens: int, block_size: int, key: jax.Array
              ) -> jax.Array:
     model.eval()
     for _ in range(max_new_tokens):
+        length = min(ids.shape[1], block_size)
+        # `[batch, block_size]`
+        window = jnp.pad(ids[:, -length:], ((0, 0), (0, block_size - length)))
         key, draw = jax.random.split(key)
         # `[batch, 1]`
-        next_id = jax.random.categorical(draw, last_logits(model, ids[:, -block_size:]))[:, None]
+        next_id = jax.random.categorical(draw, window_logits(model, window)[:, length - 1])[:, None]
         ids = jnp.concatenate([ids, next_id.astype(ids.dtype)], axis=1)
     model.train()
     return ids

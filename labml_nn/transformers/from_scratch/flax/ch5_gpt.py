@@ -49,7 +49,7 @@ class GPTLanguageModel(nnx.Module):
 #
 # By module type, $\mathcal{N}(0, 0.02^2)$ and zero biases, each weight from a key of its own.
 def init_weights(model: nnx.Module, rngs: nnx.Rngs) -> None:
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if isinstance(module, nnx.Linear):
             module.kernel[...] = 0.02 * jax.random.normal(rngs.params(), module.kernel.shape)
             if module.bias is not None:
