@@ -22,6 +22,7 @@ minutes (the language models at [the baby size](/experiments/char_lm.md#baby_mod
 | [`python -m labml_nn.transformers.gpt`](/transformers/experiments/gpt.md) | a GPT trained on Tiny Shakespeare, and its samples |
 | [`python -m labml_nn.transformers.label_smoothing_loss`](/transformers/experiments/label_smoothing_loss.md) | label smoothing's effect on accuracy and calibration |
 | [`python -m labml_nn.transformers.llama`](/transformers/experiments/llama.md) | a small Llama 3.1, generation with and without the key/value cache; or one of Meta's checkpoints |
+| [`python -m labml_nn.transformers.from_scratch.<chapter>`](/transformers/from_scratch/index.md) | the learning track from a bigram to a GPT, six chapters, each its own experiment with its own small loop, in PyTorch and in JAX/Flax |
 
 Every experiment takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, `--preset`, `--resume`,
 `--help` and the fields of its configuration, see [the command line](/experiments/cli.md)) and writes
