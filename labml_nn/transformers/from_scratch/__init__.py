@@ -14,12 +14,12 @@ bottom, adds one idea to the chapter before, and runs:
 
 | chapter | what it adds | PyTorch | JAX/Flax |
 |---|---|---|---|
-| 0. [The infrastructure](ch0_infrastructure.md) | tokenizer, split, batches, the AdamW loop, the loss estimate, sampling; a unigram model | `python -m labml_nn.transformers.from_scratch.ch0_infrastructure` | [page](flax/ch0_infrastructure.md) |
-| 1. [The bigram](ch1_bigram.md) | the embedding table as next-character logits | `... .ch1_bigram` | [page](flax/ch1_bigram.md) |
-| 2. [Self-attention](ch2_self_attention.md) | the averaging trick; one head of scaled self-attention; positions | `... .ch2_self_attention` | [page](flax/ch2_self_attention.md) |
-| 3. [Multi-head self-attention](ch3_multi_head.md) | heads in parallel, concatenated and projected | `... .ch3_multi_head` | [page](flax/ch3_multi_head.md) |
-| 4. [The transformer block](ch4_block.md) | feed-forward network, residual connections, pre-norm layer norm, stacked | `... .ch4_block` | [page](flax/ch4_block.md) |
-| 5. [Scaling up: the GPT](ch5_gpt.md) | dropout, tied output layer, biased heads: the library's [GPT](/transformers/gpt/index.md) | `... .ch5_gpt --preset cpu` | [page](flax/ch5_gpt.md) |
+| 0. [The infrastructure](/transformers/from_scratch/ch0_infrastructure.md) | tokenizer, split, batches, the AdamW loop, the loss estimate, sampling; a unigram model | `python -m labml_nn.transformers.from_scratch.ch0_infrastructure` | [page](/transformers/from_scratch/flax/ch0_infrastructure.md) |
+| 1. [The bigram](/transformers/from_scratch/ch1_bigram.md) | the embedding table as next-character logits | `... .ch1_bigram` | [page](/transformers/from_scratch/flax/ch1_bigram.md) |
+| 2. [Self-attention](/transformers/from_scratch/ch2_self_attention.md) | the averaging trick; one head of scaled self-attention; positions | `... .ch2_self_attention` | [page](/transformers/from_scratch/flax/ch2_self_attention.md) |
+| 3. [Multi-head self-attention](/transformers/from_scratch/ch3_multi_head.md) | heads in parallel, concatenated and projected | `... .ch3_multi_head` | [page](/transformers/from_scratch/flax/ch3_multi_head.md) |
+| 4. [The transformer block](/transformers/from_scratch/ch4_block.md) | feed-forward network, residual connections, pre-norm layer norm, stacked | `... .ch4_block` | [page](/transformers/from_scratch/flax/ch4_block.md) |
+| 5. [Scaling up: the GPT](/transformers/from_scratch/ch5_gpt.md) | dropout, tied output layer, biased heads: the library's [GPT](/transformers/gpt/index.md) | `... .ch5_gpt --preset cpu` | [page](/transformers/from_scratch/flax/ch5_gpt.md) |
 
 Every chapter takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, and `--eval-iters`,
 `--sample-chars`, `--prompt`, `--preset`) and writes `metrics.jsonl` (the loss estimates), `sample.txt` and
@@ -57,9 +57,9 @@ original's 1.48; `--preset gpu` is the original's model, which needs a GPU.
 ## PyTorch and JAX, proved equal
 
 Every chapter also exists in JAX, with [Flax's NNX API](https://flax.readthedocs.io) for the modules and
-[Optax](https://optax.readthedocs.io) for AdamW, in [`flax/`](flax/index.md): one file per chapter, the same
+[Optax](https://optax.readthedocs.io) for AdamW, in [`flax/`](/transformers/from_scratch/flax/index.md): one file per chapter, the same
 classes, names and structure, each page linked to its PyTorch twin and back. What differs is explained on the
-[JAX pages](flax/index.md): explicit random keys, pure functions compiled with `jit`, and where the parameters
+[JAX pages](/transformers/from_scratch/flax/index.md): explicit random keys, pure functions compiled with `jit`, and where the parameters
 live. The tests (`tests/test_from_scratch.py`) copy the PyTorch weights of every chapter into the Flax model and
 check that
 
@@ -71,7 +71,7 @@ $\sqrt{\hat v}$ *after* the bias correction (Optax's `eps`, with `eps_root = 0`)
 (both libraries' default); the decoupled weight decay set to the same value (torch's default is $10^{-2}$,
 Optax's $10^{-4}$) and applied to the same parameters (here all of them: no Optax `mask`, one torch parameter
 group). Flax's layer norm must also be told PyTorch's $\epsilon = 10^{-5}$ and exact variance
-([chapter 4](flax/ch4_block.md)).
+([chapter 4](/transformers/from_scratch/flax/ch4_block.md)).
 
 The two frameworks do not draw the same random numbers, so the same command trains a different model in each
 (different initial weights, batches and dropout masks); only the computation from the same weights is the same.
@@ -96,7 +96,7 @@ characters outside the vocabulary.
 ## How this relates to the library
 
 Chapter 5's model *is* the library's [`GPT`](/transformers/gpt/index.md#GPT) with a ReLU feed-forward network:
-[`to_library_gpt`](ch5_gpt.md#to_library_gpt) loads its weights into one. The library's version is the one to
+[`to_library_gpt`](/transformers/from_scratch/ch5_gpt.md#to_library_gpt) loads its weights into one. The library's version is the one to
 train at scale: its attention computes all heads with one projection and PyTorch's fused kernel, and its
 [experiment](/transformers/experiments/gpt.md) trains it with the library's [trainer](/experiments/trainer.md),
 which adds to this track's loop a learning-rate schedule, gradient clipping, mixed precision and checkpoints.

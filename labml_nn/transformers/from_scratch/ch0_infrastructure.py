@@ -7,7 +7,7 @@ summary: "What every chapter of the track reuses: the character tokenizer, the t
 # 0. The infrastructure
 
 Every later chapter changes only the model. What stays the same is here, kept to what the
-[bigram](ch1_bigram.md) needs:
+[bigram](/transformers/from_scratch/ch1_bigram.md) needs:
 
 * a **character tokenizer**: the vocabulary is the set of characters in the text, each one an integer;
 * the **train/validation split**: the first 90% of the text to learn from, the last 10% to measure on;
@@ -27,9 +27,9 @@ warm-up and cosine schedule, gradient clipping and accumulation, mixed precision
 exactly, a Ctrl-C checkpoint and a NaN guard, distributed data parallel. Each is worth having for a long run,
 and each would hide the five lines that are the point here. The track keeps its loop small on purpose, with
 a constant learning rate as the original does; the [GPT experiment](/transformers/experiments/gpt.md) trains
-the model this track ends with through the trainer.
+the library's GPT, which [chapter 5](/transformers/from_scratch/ch5_gpt.md)'s model equals, through the trainer.
 
-The [JAX/Flax version of this chapter](flax/ch0_infrastructure.md) has the same structure and names.
+The [JAX/Flax version of this chapter](/transformers/from_scratch/flax/ch0_infrastructure.md) has the same structure and names.
 """
 
 import argparse
@@ -195,7 +195,7 @@ def estimate_loss(model: nn.Module, data: Data, config: Config, device: torch.de
 #
 # AdamW is torch's default: $\beta = (0.9, 0.999)$, $\epsilon = 10^{-8}$ added to $\sqrt{\hat v}$ after the bias
 # correction, and weight decay `config.weight_decay` decoupled from the gradient and applied to every parameter.
-# The [JAX version](flax/ch0_infrastructure.md) sets Optax's `adamw` to the same and takes the same steps.
+# The [JAX version](/transformers/from_scratch/flax/ch0_infrastructure.md) sets Optax's `adamw` to the same and takes the same steps.
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8,
                              weight_decay=config.weight_decay)

@@ -6,7 +6,7 @@ summary: "The averaging trick (the mean of the past as a lower-triangular matrix
 
 # 2. Self-attention
 
-The [bigram](ch1_bigram.md) reads one character. To read more, position $t$ must gather information from
+The [bigram](/transformers/from_scratch/ch1_bigram.md) reads one character. To read more, position $t$ must gather information from
 positions $1 \dots t$, and never from the future, which is what it predicts.
 
 ## The averaging trick
@@ -36,7 +36,7 @@ then listens to one other position only, and the softmax's gradient, $p(1 - p)$,
 Attention has no notion of order, so the model adds a learned **position embedding** to each character's
 embedding: the keys and queries can then depend on where a character is as well as on what it is.
 
-The [JAX/Flax version](flax/ch2_self_attention.md) has the same structure and names.
+The [JAX/Flax version](/transformers/from_scratch/flax/ch2_self_attention.md) has the same structure and names.
 """
 
 import torch
@@ -104,7 +104,7 @@ def saturation(head_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 #
 # `x` is `[batch, seq, n_embd]`; the output is `[batch, seq, head_size]`. The causal mask is computed for the
 # sequence at hand, so the head runs on any length up to `block_size` (sampling feeds it shorter ones).
-# `dropout` and `bias` stay off until [chapter 5](ch5_gpt.md).
+# `dropout` and `bias` stay off until [chapter 5](/transformers/from_scratch/ch5_gpt.md).
 class Head(nn.Module):
     def __init__(self, n_embd: int, head_size: int, dropout: float = 0.0, bias: bool = False):
         super().__init__()

@@ -6,19 +6,19 @@ summary: "Several heads of self-attention in parallel, their outputs concatenate
 
 # 3. Multi-head self-attention
 
-One [head](ch2_self_attention.md) computes one weighted mean per position: it can look for one kind of thing
+One [head](/transformers/from_scratch/ch2_self_attention.md) computes one weighted mean per position: it can look for one kind of thing
 at a time (the previous vowel, say, or the start of the word). $h$ heads, each of size $d_k = d_{model} / h$,
 look for $h$ things at once for the same cost, and a linear projection $W_O$ mixes what they found:
 $$\text{MultiHead}(X) = \text{Concat}(\text{head}_1, \dots, \text{head}_h)\, W_O$$
 With the small recipe's 4 heads of 8 features, the loss drops below the single head's (measured on the
-[index](index.md)).
+[index](/transformers/from_scratch/index.md)).
 
 The library's [`MultiHeadAttention`](/transformers/mha.md) computes the same thing with one projection for all the
 heads' queries (and keys, and values), viewed as `[batch, heads, seq, d_head]`, and one call of PyTorch's fused
 attention kernel. Here the heads stay separate modules, each the chapter-2 head, so that the sum is visible; the
-[last chapter](ch5_gpt.md) shows that stacking their weights gives exactly the library's projections.
+[last chapter](/transformers/from_scratch/ch5_gpt.md) shows that stacking their weights gives exactly the library's projections.
 
-The [JAX/Flax version](flax/ch3_multi_head.md) has the same structure and names.
+The [JAX/Flax version](/transformers/from_scratch/flax/ch3_multi_head.md) has the same structure and names.
 """
 
 import torch
@@ -32,7 +32,7 @@ from labml_nn.transformers.from_scratch.ch2_self_attention import Head, embed
 #
 # `x` is `[batch, seq, n_embd]`; each head gives `[batch, seq, head_size]`; concatenated,
 # `[batch, seq, n_head * head_size]`; projected, `[batch, seq, n_embd]`. `dropout` (on the attention
-# weights and on the output) and `bias` stay off until [chapter 5](ch5_gpt.md).
+# weights and on the output) and `bias` stay off until [chapter 5](/transformers/from_scratch/ch5_gpt.md).
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, head_size: int, dropout: float = 0.0, bias: bool = False):
         super().__init__()

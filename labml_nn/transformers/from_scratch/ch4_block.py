@@ -6,7 +6,7 @@ summary: "The feed-forward network, residual connections and layer normalisation
 
 # 4. The transformer block
 
-Three ideas turn [multi-head attention](ch3_multi_head.md) into a transformer.
+Three ideas turn [multi-head attention](/transformers/from_scratch/ch3_multi_head.md) into a transformer.
 
 **The feed-forward network.** Attention moves information between positions; it computes little with it (a
 weighted mean). A two-layer network applied to every position on its own, $\text{FFN}(x) = \max(0, x W_1 + b_1)
@@ -27,9 +27,9 @@ stream, which itself is never normalised, so a final layer norm comes before the
 $$x \leftarrow x + \text{MultiHead}(\text{LN}_1(x)), \qquad x \leftarrow x + \text{FFN}(\text{LN}_2(x))$$
 
 With the small recipe, `n_layer` blocks of 4 heads: the original reports about 2.08 with the residual
-connections (the [index](index.md) has the measured figures).
+connections (the [index](/transformers/from_scratch/index.md) has the measured figures).
 
-The [JAX/Flax version](flax/ch4_block.md) has the same structure and names.
+The [JAX/Flax version](/transformers/from_scratch/flax/ch4_block.md) has the same structure and names.
 """
 
 import torch
@@ -43,7 +43,7 @@ from labml_nn.transformers.from_scratch.ch3_multi_head import MultiHeadAttention
 # ## The feed-forward network
 #
 # `[batch, seq, n_embd]` to `[batch, seq, 4 n_embd]` and back. The two dropouts (on the hidden layer, and on the
-# output before it joins the residual stream) stay off until [chapter 5](ch5_gpt.md); they sit where the
+# output before it joins the residual stream) stay off until [chapter 5](/transformers/from_scratch/ch5_gpt.md); they sit where the
 # library's GPT puts them.
 class FeedForward(nn.Module):
     def __init__(self, n_embd: int, dropout: float = 0.0):

@@ -6,7 +6,7 @@ summary: "Dropout, a tied output layer and biases in the attention, then the mod
 
 # 5. Scaling up: the GPT
 
-[Chapter 4](ch4_block.md)'s model is a transformer. Made bigger (more layers, wider, a longer context) it
+[Chapter 4](/transformers/from_scratch/ch4_block.md)'s model is a transformer. Made bigger (more layers, wider, a longer context) it
 overfits Tiny Shakespeare's million characters, so this chapter first adds **dropout**
 ([Srivastava et al., 2014](https://jmlr.org/papers/v15/srivastava14a.html)): in training, a random fraction of
 activations is set to zero (and the rest scaled up to keep the mean), so that no feature can rely on another
@@ -34,7 +34,7 @@ logits far too large.
 
 The original's GPU model (preset `gpu`): 6 blocks of 6 heads, width 384, context 256, batches of 64, learning
 rate $3 \cdot 10^{-4}$, dropout 0.2, 5,000 steps, for a validation loss of 1.48. A CPU can not train it in
-reasonable time, so the preset `cpu` is a small version of it (see `PRESETS`); the [index](index.md) has what it
+reasonable time, so the preset `cpu` is a small version of it (see `PRESETS`); the [index](/transformers/from_scratch/index.md) has what it
 measured.
 
 ## The same model as the library's GPT
@@ -47,7 +47,7 @@ matrices stacked in order (head $h$ gives rows $h d_k$ to $(h + 1) d_k - 1$), an
 library then runs all heads at once with PyTorch's fused attention kernel, which is why it is the one to train
 at scale.
 
-The [JAX/Flax version](flax/ch5_gpt.md) has the same structure and names.
+The [JAX/Flax version](/transformers/from_scratch/flax/ch5_gpt.md) has the same structure and names.
 """
 
 import torch

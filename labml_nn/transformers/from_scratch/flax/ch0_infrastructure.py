@@ -6,7 +6,7 @@ summary: "The track's infrastructure in JAX with Flax NNX and Optax: random batc
 
 # 0. The infrastructure (JAX/Flax)
 
-The [PyTorch chapter](../ch0_infrastructure.md) in JAX, with [Flax](https://flax.readthedocs.io)'s NNX API
+The [PyTorch chapter](/transformers/from_scratch/ch0_infrastructure.md) in JAX, with [Flax](https://flax.readthedocs.io)'s NNX API
 for the modules and [Optax](https://optax.readthedocs.io) for AdamW. The tokenizer, the split, the
 configuration and the command line are the PyTorch chapter's, imported: they have nothing to do with the
 framework. What differs is explained where the code differs:
@@ -44,7 +44,7 @@ from labml_nn.transformers.from_scratch.ch0_infrastructure import (Config, Token
 
 # ## The data
 #
-# The [PyTorch chapter](../ch0_infrastructure.md#the-data)'s split (and its checks), as JAX arrays.
+# The [PyTorch chapter](/transformers/from_scratch/ch0_infrastructure.md#the-data)'s split (and its checks), as JAX arrays.
 @dataclass
 class Data:
     tokenizer: Tokenizer
