@@ -345,4 +345,4 @@ def test_benchmark_smoke():
     assert done.returncode == 0, done.stderr[-3000:]
     for name in CHAPTERS:
         assert name in done.stdout
-    assert "JAX/PyTorch" in done.stdout
+    assert "jax.jit/PyTorch" in done.stdout and "nnx.jit/PyTorch" in done.stdout
