@@ -218,13 +218,13 @@ def from_scratch_curves() -> bytes:
     for run in measured["runs"]:
         steps, losses = zip(*run["val_curve"])
         ax.plot(steps, losses, label=f"{run['label']}: {run['val_loss']:.3f}",
-                linestyle="--" if run["framework"] == "jax" else "-")
+                linestyle="--" if run["framework"] == "jax" else "-", color=f"C{run['chapter'][2]}")
     for value, label in measured["published"]:
         ax.axhline(value, color="#999", linewidth=0.8, linestyle=":")
         ax.text(ax.get_xlim()[1], value, f" {label}", va="center", fontsize=7, color="#666")
     ax.set_xlabel("training step")
     ax.set_ylabel("validation loss (nats per character)")
-    ax.set_title("Tiny Shakespeare, one curve per chapter (dotted lines: the original's published figures)")
+    ax.set_title("Tiny Shakespeare, one colour per chapter: PyTorch solid, JAX/Flax dashed; dotted: the original's figures")
     ax.legend(fontsize=7, loc="upper right")
     return _png(fig)
 
