@@ -5,6 +5,7 @@ Runtime dependencies are torch and numpy only. Everything else is an extra:
 * `experiments`: the command line, progress bars and plots of `python -m labml_nn.transformers.<module>`
 * `plot`: matplotlib alone, for the figures
 * `llama`: tiktoken, to read Meta's Llama 3 tokenizer
+* `jax`: JAX (CPU wheels), Flax and Optax, for the JAX/Flax companion of the from-scratch track
 * `hf`: safetensors, to read Hugging Face checkpoints (`load_hf` of GPT-2, BERT, T5, Llama, Mixtral)
 * `tensorboard`: TensorBoard, for the trainer's `--tensorboard` logging
 * `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext)
@@ -18,6 +19,7 @@ EXPERIMENTS = ["tyro>=0.9", "tqdm>=4.66"] + PLOT
 LLAMA = ["tiktoken>=0.7"]
 HF = ["safetensors>=0.4"]
 TENSORBOARD = ["tensorboard>=2.14"]
+JAX = ["jax[cpu]>=0.7", "flax>=0.12", "optax>=0.2.5"]
 DOCS = [
     "mkdocs>=1.6,<2",
     "mkdocs-material>=9.5",
@@ -46,9 +48,10 @@ setup(
         "llama": LLAMA,
         "hf": HF,
         "tensorboard": TENSORBOARD,
+        "jax": JAX,
         "docs": DOCS,
         "test": TEST,
-        "all": sorted(set(DOCS + TEST + LLAMA + HF)),
+        "all": sorted(set(DOCS + TEST + LLAMA + HF + JAX)),
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -263,6 +263,30 @@ def llava_patches() -> bytes:
     return _png(fig)
 
 
+def from_scratch_curves() -> bytes:
+    """The validation loss of every chapter of the from-scratch track during training, as measured by the chapters'
+    own commands (stored in `labml_nn/transformers/from_scratch/measured.json`), and the original's figures."""
+    import json
+
+    from labml_nn.transformers import from_scratch
+
+    measured = json.loads((Path(from_scratch.__file__).parent / "measured.json").read_text(encoding="utf-8"))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9.0, 4.0))
+    for run in measured["runs"]:
+        steps, losses = zip(*run["val_curve"])
+        ax.plot(steps, losses, label=f"{run['label']}: {run['val_loss']:.3f}",
+                linestyle="--" if run["framework"] == "jax" else "-", color=f"C{run['chapter'][2]}")
+    for value, label in measured["published"]:
+        ax.axhline(value, color="#999", linewidth=0.8, linestyle=":")
+        ax.text(ax.get_xlim()[1], value, f" {label}", va="center", fontsize=7, color="#666")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss (nats per character)")
+    ax.set_title("Tiny Shakespeare, one colour per chapter: PyTorch solid, JAX/Flax dashed; dotted: the original's figures")
+    ax.legend(fontsize=7, loc="upper right")
+    return _png(fig)
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
     "masks.png": masks,
     "attention.png": attention,
@@ -271,6 +295,7 @@ FIGURES: dict[str, Callable[[], bytes]] = {
     "label_smoothing.png": label_smoothing,
     "t5_buckets.png": t5_buckets,
     "llava_patches.png": llava_patches,
+    "from_scratch_curves.png": from_scratch_curves,
 }
 
 

@@ -172,6 +172,11 @@ def _attach_experiment(page: ModulePage, by_name: dict[str, ModulePage], root: P
                 or (page.is_package and (root / Path(page.source_path).parent / "__main__.py").exists()))
     if runnable:
         page.run_command = f"python -m {page.name}"
+    if parts[2] == "from_scratch" and 'if __name__ == "__main__":' in page.source:
+        # The learning track's chapters are their own experiments: each page gets its own notebook.
+        page.experiment_source = page.source_path
+        page.notebook = page.page[:-3] + ".ipynb"
+        return
     experiment = root / PACKAGE / "transformers" / "experiments" / f"{parts[2]}.py"
     if len(parts) == 3 and experiment.exists():
         page.experiment_source = experiment.relative_to(root).as_posix()

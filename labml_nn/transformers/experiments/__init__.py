@@ -27,6 +27,7 @@ minutes (the language models at [the baby size](/experiments/char_lm.md#baby_mod
 | [`python -m labml_nn.transformers.t5`](/transformers/experiments/t5.md) | a small T5 pretrained by span corruption, the spans it fills in, and relative position biases against learned absolute positions on longer texts |
 | [`python -m labml_nn.transformers.moe`](/transformers/experiments/moe.md) | a dense GPT against the same GPT with mixtures of experts; the experts' load with and without the balancing loss; a capacity sweep |
 | [`python -m labml_nn.transformers.llava`](/transformers/experiments/llava.md) | LLaVA's training stages on shapes it draws itself: caption exact-match and answer accuracy on held-out images, for seen and unseen colour-shape pairs |
+| [`python -m labml_nn.transformers.from_scratch.<chapter>`](/transformers/from_scratch/index.md) | the learning track from a bigram to a GPT, six chapters, each its own experiment with its own small loop, in PyTorch and in JAX/Flax |
 
 Every experiment takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, `--preset`, `--resume`,
 `--help` and the fields of its configuration, see [the command line](/experiments/cli.md)) and writes
