@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from site_src import figures, katex, notebooks, pages
+from site_src import figures, katex, notebooks, pages, results
 
 log = logging.getLogger("mkdocs.hooks.labml_nn")
 
@@ -40,7 +40,9 @@ class Site:
         return pages.module_map_markdown(self.pages, from_page)
 
     def process_page_html(self, page: str, content: str) -> tuple[str, set[str]]:
-        """Code links and anchors of annotated pages, short anchors on API pages; returns the new ids too."""
+        """Code links and anchors of annotated pages, short anchors on API pages, figures that open at full size,
+        long lines of code that wrap; returns the new ids too."""
+        content = pages.wrap_long_lines(link_figures(content))
         if page.startswith("api/"):
             return api_short_anchors(content, page, self.pages, self.linker.use_directory_urls)
         before = set(re.findall(r'\bid="([^"]+)"', content))
@@ -52,8 +54,14 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
     module_pages = pages.discover(root)
     site = Site(root=root, pages=module_pages,
                 linker=pages.Linker(module_pages, use_directory_urls))
+    recorded = results.load_all(docs_dir if docs_dir is not None else root / "docs")
     for page in module_pages:
-        site.files[page.page] = pages.page_markdown(page, module_pages)
+        experiment = experiment_of(page)
+        run = recorded.get(experiment) if experiment else None
+        experiment_page = f"transformers/experiments/{experiment}.md"
+        appendix = results.markdown(run, page.page) if run is not None and page.page == experiment_page else ""
+        link = f"{experiment_page}#{results.ANCHOR}" if run is not None else None
+        site.files[page.page] = pages.page_markdown(page, module_pages, appendix, link)
         site.files[page.api_page] = pages.api_markdown(page)
         site.not_in_nav.add(page.api_page)
         site.files[page.source_copy] = page.source
@@ -81,6 +89,30 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
             site.sources[relative] = (path, f"docs/{relative}")
     site.nav = pages.navigation(module_pages, [{"Home": "index.md"}], [])
     return site
+
+
+IMAGE = re.compile(r'(<a\b[^>]*>\s*)?(<img\b[^>]*\bsrc="([^"]+)"[^>]*>)')
+
+
+def link_figures(content: str) -> str:
+    """Every image not already in a link becomes a link to itself: a click opens the figure at full size."""
+    def link(match: re.Match) -> str:
+        if match.group(1):
+            return match.group(0)
+        return f'<a class="lnn-figure" href="{match.group(3)}" title="Open at full size">{match.group(2)}</a>'
+
+    return IMAGE.sub(link, content)
+
+
+def experiment_of(page: pages.ModulePage) -> str | None:
+    """The name of the experiment a page runs or is (`mha` for `transformers/mha.md` and for
+    `transformers/experiments/mha.md`): the key of its recorded results."""
+    parts = page.name.split(".")
+    if parts[1:3] == ["transformers", "experiments"] and len(parts) == 4:
+        return parts[3]
+    if page.notebook and page.notebook.startswith("transformers/experiments/"):
+        return page.notebook.rsplit("/", 1)[1][:-len(".ipynb")]
+    return None
 
 
 def draw_figures(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
