@@ -6,7 +6,7 @@ Runtime dependencies are torch and numpy only. Everything else is an extra:
 * `plot`: matplotlib alone, for the figures
 * `llama`: tiktoken, to read Meta's Llama 3 tokenizer
 * `hf`: safetensors, to read Hugging Face checkpoints (`load_hf` of GPT-2, BERT, T5, Llama, Mixtral)
-* `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext)
+* `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext, ruff)
 * `test`: pytest, Playwright for the browser tests, and Hugging Face's `transformers` as the reference that the
   loaders are checked against (tests build tiny random models with it; nothing is downloaded)
 """
@@ -22,6 +22,7 @@ DOCS = [
     "mkdocstrings[python]>=0.26",
     "pymdown-extensions>=10.8",
     "jupytext>=1.16",
+    "ruff>=0.5",  # mkdocstrings formats the API pages' signatures with it (one binary, no dependencies)
 ] + EXPERIMENTS
 TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45", "transformers>=4.46"] + EXPERIMENTS + LLAMA + HF
 

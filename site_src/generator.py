@@ -6,12 +6,13 @@ the site (path -> text or bytes, or a path on disk to copy), the navigation, and
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from site_src import figures, katex, notebooks, pages, results
+from site_src import figures, katex, notebooks, pages, results, tex_text
 
 log = logging.getLogger("mkdocs.hooks.labml_nn")
 
@@ -134,17 +135,21 @@ def notebook(source: str) -> str:
     return _notebook_cache[key]
 
 
-MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
+MATH = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
 def tidy_search_index(index_json: str) -> str:
     """The search index holds the TeX of the formulas (the math is rendered after the search plugin reads a page);
-    without arithmatex's `\\(`, `\\)`, `\\[`, `\\]` delimiters, a result's preview reads better."""
+    a result's preview shows each formula as plain text instead (`tex_text`), without arithmatex's delimiters."""
     import json
+
+    def plain(match: re.Match) -> str:
+        tex = html.unescape(match.group(1) if match.group(1) is not None else match.group(2))
+        return html.escape(tex_text.tex_to_text(tex), quote=False)
 
     index = json.loads(index_json)
     for document in index["docs"]:
-        document["text"] = MATH_DELIMITERS.sub("", document["text"])
+        document["text"] = MATH.sub(plain, document["text"])
     return json.dumps(index, ensure_ascii=False, separators=(",", ":"))
 
 
