@@ -21,7 +21,7 @@ SYMBOLS = {
     "equiv": "≡", "propto": "∝", "ll": "≪", "gg": "≫",
     "to": "→", "rightarrow": "→", "leftarrow": "←", "Rightarrow": "⇒", "mapsto": "↦", "gets": "←",
     "in": "∈", "notin": "∉", "subset": "⊂", "cup": "∪", "cap": "∩", "forall": "∀", "exists": "∃",
-    "infty": "∞", "partial": "∂", "nabla": "∇", "sum": "Σ", "prod": "Π", "int": "∫",
+    "infty": "∞", "partial": "∂", "nabla": "∇", "sum": " Σ", "prod": " Π", "int": " ∫",
     "dots": "…", "ldots": "…", "cdots": "⋯", "vdots": "⋮", "ddots": "⋱",
     "langle": "⟨", "rangle": "⟩", "lfloor": "⌊", "rfloor": "⌋", "lceil": "⌈", "rceil": "⌉",
     "lVert": "‖", "rVert": "‖", "Vert": "‖", "|": "‖", "lvert": "|", "rvert": "|", "vert": "|", "mid": "|",
@@ -54,11 +54,13 @@ def tex_to_text(tex: str) -> str:
     return re.sub(r"\s+([,;.)\]])", r"\1", re.sub(r"([(\[])\s+", r"\1", text))
 
 
+ROW = "\x00"
 TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\.|[{}^_&]|\s+|[^\\{}^_&\s]")
 
 
 def _tokens(tex: str) -> list[str]:
-    return TOKEN.findall(tex.replace("\\\\", "\n"))
+    # A row break `\\` becomes one token, ROW.
+    return TOKEN.findall(tex.replace("\\\\", ROW))
 
 
 def _group(tokens: list[str], i: int, stop: str | None) -> tuple[str, int]:
@@ -108,7 +110,7 @@ def _item(tokens: list[str], i: int) -> tuple[str, int]:
         return "", i + 1
     if token == "&":
         return " ", i + 1
-    if token == "\n":
+    if token == ROW:
         return "; ", i + 1
     if token in ("^", "_"):
         argument, i = _argument(tokens, i + 1)
