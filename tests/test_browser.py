@@ -152,8 +152,8 @@ FIT = r"""() => {
   return {scrolling, math, covered, small, copied};
 }"""
 
-# On a narrow screen a formula wider than the screen scrolls inside its own box: none of it is cut off, and the
-# box that scrolls is on the screen.
+# On a narrow screen a formula wider than the screen scrolls inside its own box: none of it is cut off, the box
+# that scrolls is on the screen, and the formula does not start at the very edge of the screen (it would look cut).
 NARROW_MATH = r"""() => {
   const cut = [];
   for (const display of document.querySelectorAll('.md-content .katex-display')) {
@@ -172,6 +172,7 @@ NARROW_MATH = r"""() => {
     const s = scroller.getBoundingClientRect();
     const left = Math.min(...bases.map(r => r.left)), right = Math.max(...bases.map(r => r.right));
     if (left < s.left - 1) cut.push(`${label}: its left part is cut`);
+    else if (left < Math.max(s.left, 0) + 8) cut.push(`${label}: it starts at the edge of the screen, as if cut`);
     else if (right > s.right + 1 && scroller.scrollWidth < scroller.clientWidth + right - s.right - 1)
       cut.push(`${label}: its right part can't be scrolled to`);
   }
