@@ -61,7 +61,7 @@ def _html(text: str) -> str:
 
 def test_the_transformers_modules_are_in_the_navigation_in_reading_order(site):
     text = page_file(site, "index.md").read_text(encoding="utf-8")
-    nav = text[text.index('<nav class="md-nav md-nav--primary"'):]
+    nav = text[text.index('<nav class="md-nav md-nav--primary'):]
     order = ["transformers/utils/", "transformers/mha/", "transformers/positional_encoding/", "transformers/rope/",
              "transformers/feed_forward/", "transformers/models/", "transformers/configs/", "transformers/gpt/",
              "transformers/label_smoothing_loss/", "transformers/llama/", "transformers/experiments/",
