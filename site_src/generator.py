@@ -57,11 +57,14 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
                 linker=pages.Linker(module_pages, use_directory_urls))
     recorded = results.load_all(docs_dir if docs_dir is not None else root / "docs")
     for page in module_pages:
+        # A recorded run of the page's experiment: shown on the experiment's page, linked from the module's.
         experiment = experiment_of(page)
-        run = recorded.get(experiment) if experiment else None
-        experiment_page = f"transformers/experiments/{experiment}.md"
-        appendix = results.markdown(run, page.page) if run is not None and page.page == experiment_page else ""
-        link = f"{experiment_page}#{results.ANCHOR}" if run is not None else None
+        appendix, link = "", None
+        if experiment in recorded:
+            experiment_page = f"transformers/experiments/{experiment}.md"
+            link = f"{experiment_page}#{results.ANCHOR}"
+            if page.page == experiment_page:
+                appendix = results.markdown(recorded[experiment], page.page)
         site.files[page.page] = pages.page_markdown(page, module_pages, appendix, link)
         site.files[page.api_page] = pages.api_markdown(page)
         site.not_in_nav.add(page.api_page)
