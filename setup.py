@@ -8,7 +8,7 @@ Runtime dependencies are torch and numpy only. Everything else is an extra:
 * `jax`: JAX (CPU wheels), Flax and Optax, for the JAX/Flax companion of the from-scratch track
 * `hf`: safetensors, to read Hugging Face checkpoints (`load_hf` of GPT-2, BERT, T5, Llama, Mixtral)
 * `tensorboard`: TensorBoard, for the trainer's `--tensorboard` logging
-* `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext)
+* `docs`: the annotated site (mkdocs-material, mkdocstrings, pymdown-extensions, jupytext, ruff)
 * `test`: pytest, Playwright for the browser tests, and Hugging Face's `transformers` as the reference that the
   loaders are checked against (tests build tiny random models with it; nothing is downloaded)
 """
@@ -26,6 +26,7 @@ DOCS = [
     "mkdocstrings[python]>=0.26",
     "pymdown-extensions>=10.8",
     "jupytext>=1.16",
+    "ruff>=0.5",  # mkdocstrings formats the API pages' signatures with it (one binary, no dependencies)
 ] + EXPERIMENTS
 TEST = ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "playwright>=1.45", "transformers>=4.46"] + EXPERIMENTS + LLAMA + HF + TENSORBOARD
 

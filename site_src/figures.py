@@ -116,7 +116,7 @@ def positional_encoding() -> bytes:
         axes[1].plot(pe[:, dim], label=f"dim {dim}")
     axes[1].set_title("a few dimensions")
     axes[1].set_xlabel("position")
-    axes[1].legend(loc="lower left", fontsize=7)
+    axes[1].legend(loc="lower left", fontsize=8)
     return _png(fig)
 
 
@@ -148,7 +148,7 @@ def rope_rotation() -> bytes:
     axes[0].set_xlim(-1.15, 1.15)
     axes[0].set_ylim(-1.15, 1.15)
     axes[0].set_title(f"feature pairs of one vector at positions 0..{seq - 1}")
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     generator = torch.Generator().manual_seed(0)
     q, k = torch.randn(d, generator=generator), torch.randn(d, generator=generator)
     key_index = seq // 2
@@ -163,7 +163,7 @@ def rope_rotation() -> bytes:
                      label=f"key at position {start + key_index}")
     axes[1].set_title("score $q_m \\cdot k_n$ against $m - n$")
     axes[1].set_xlabel("relative position $m - n$")
-    axes[1].legend(loc="lower left", fontsize=7)
+    axes[1].legend(loc="lower left", fontsize=8)
     return _png(fig)
 
 

@@ -6,12 +6,13 @@ the site (path -> text or bytes, or a path on disk to copy), the navigation, and
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from site_src import figures, katex, notebooks, pages
+from site_src import figures, katex, notebooks, pages, results, tex_text
 
 log = logging.getLogger("mkdocs.hooks.labml_nn")
 
@@ -40,7 +41,9 @@ class Site:
         return pages.module_map_markdown(self.pages, from_page)
 
     def process_page_html(self, page: str, content: str) -> tuple[str, set[str]]:
-        """Code links and anchors of annotated pages, short anchors on API pages; returns the new ids too."""
+        """Code links and anchors of annotated pages, short anchors on API pages, figures that open at full size,
+        long lines of code that wrap; returns the new ids too."""
+        content = pages.wrap_long_lines(link_figures(content))
         if page.startswith("api/"):
             return api_short_anchors(content, page, self.pages, self.linker.use_directory_urls)
         before = set(re.findall(r'\bid="([^"]+)"', content))
@@ -52,8 +55,17 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
     module_pages = pages.discover(root)
     site = Site(root=root, pages=module_pages,
                 linker=pages.Linker(module_pages, use_directory_urls))
+    recorded = results.load_all(docs_dir if docs_dir is not None else root / "docs")
     for page in module_pages:
-        site.files[page.page] = pages.page_markdown(page, module_pages)
+        # A recorded run of the page's experiment: shown on the experiment's page, linked from the module's.
+        experiment = experiment_of(page)
+        appendix, link = "", None
+        if experiment in recorded:
+            experiment_page = f"transformers/experiments/{experiment}.md"
+            link = f"{experiment_page}#{results.ANCHOR}"
+            if page.page == experiment_page:
+                appendix = results.markdown(recorded[experiment], page.page)
+        site.files[page.page] = pages.page_markdown(page, module_pages, appendix, link)
         site.files[page.api_page] = pages.api_markdown(page)
         site.not_in_nav.add(page.api_page)
         site.files[page.source_copy] = page.source
@@ -83,6 +95,30 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
     return site
 
 
+IMAGE = re.compile(r'(<a\b[^>]*>\s*)?(<img\b[^>]*\bsrc="([^"]+)"[^>]*>)')
+
+
+def link_figures(content: str) -> str:
+    """Every image not already in a link becomes a link to itself: a click opens the figure at full size."""
+    def link(match: re.Match) -> str:
+        if match.group(1):
+            return match.group(0)
+        return f'<a class="lnn-figure" href="{match.group(3)}" title="Open at full size">{match.group(2)}</a>'
+
+    return IMAGE.sub(link, content)
+
+
+def experiment_of(page: pages.ModulePage) -> str | None:
+    """The name of the experiment a page runs or is (`mha` for `transformers/mha.md` and for
+    `transformers/experiments/mha.md`): the key of its recorded results."""
+    parts = page.name.split(".")
+    if parts[1:3] == ["transformers", "experiments"] and len(parts) == 4:
+        return parts[3]
+    if page.notebook and page.notebook.startswith("transformers/experiments/"):
+        return page.notebook.rsplit("/", 1)[1][:-len(".ipynb")]
+    return None
+
+
 def draw_figures(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
     digest = hashlib.sha256()
     for path in sorted((root / pages.PACKAGE).rglob("*.py")) + [HERE / "figures.py"]:
@@ -102,17 +138,21 @@ def notebook(source: str) -> str:
     return _notebook_cache[key]
 
 
-MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
+MATH = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
 def tidy_search_index(index_json: str) -> str:
     """The search index holds the TeX of the formulas (the math is rendered after the search plugin reads a page);
-    without arithmatex's `\\(`, `\\)`, `\\[`, `\\]` delimiters, a result's preview reads better."""
+    a result's preview shows each formula as plain text instead (`tex_text`), without arithmatex's delimiters."""
     import json
+
+    def plain(match: re.Match) -> str:
+        tex = html.unescape(match.group(1) if match.group(1) is not None else match.group(2))
+        return html.escape(tex_text.tex_to_text(tex), quote=False)
 
     index = json.loads(index_json)
     for document in index["docs"]:
-        document["text"] = MATH_DELIMITERS.sub("", document["text"])
+        document["text"] = MATH.sub(plain, document["text"])
     return json.dumps(index, ensure_ascii=False, separators=(",", ":"))
 
 

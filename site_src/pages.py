@@ -225,10 +225,14 @@ def _yaml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
-    """The annotated page of a module: a header with how to run it, then one row per section."""
-    out = [front_matter(page.title, page.summary, hide_toc=True), "", '<div class="lnn-page" markdown>', ""]
-    header = _header(page)
+def page_markdown(page: ModulePage, pages: list[ModulePage], appendix: str = "",
+                  results_link: str | None = None) -> str:
+    """The annotated page of a module: a header with how to run it, then one row per section, then `appendix`
+    (Markdown: the experiment's measured results). `results_link`, a docs path with its anchor, goes in the
+    header."""
+    # The table of contents (in the navigation, `toc.integrate`) lists the headings of the notes.
+    out = [front_matter(page.title, page.summary, hide_toc=False), "", '<div class="lnn-page" markdown>', ""]
+    header = _header(page, results_link)
     sections = page.module.sections
     if not sections or not sections[0].notes.startswith("# "):
         # No title in the notes: the header goes above the first section.
@@ -237,6 +241,10 @@ def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
     for i, section in enumerate(sections):
         sid = section_id(section)
         kind = "" if section.notes and section.code else " lnn-code-only" if section.code else " lnn-notes-only"
+        if not kind and (i == 0 or FIGURE.search(section.notes)):
+            # The introduction, and notes with a figure, take the whole width (figures and wide equations are
+            # legible), and their code follows below them in the code column.
+            kind = " lnn-wide"
         out += [f'<div class="lnn-section{kind}" id="{sid}" markdown>', "",
                 '<div class="lnn-notes" markdown>', ""]
         notes = section.notes
@@ -253,17 +261,27 @@ def page_markdown(page: ModulePage, pages: list[ModulePage]) -> str:
             fence = _fence(block.text)
             out += [f'{fence}python linenums="{block.line}"', block.text, fence, ""]
         out += ["</div>", "", "</div>", ""]
+    if appendix:
+        out += [appendix, ""]
     out += ["</div>", ""]
     return "\n".join(out)
 
 
-def _header(page: ModulePage) -> list[str]:
+# A Markdown image, `![alt](src)`, or an HTML one.
+FIGURE = re.compile(r"!\[[^\]]*\]\(|<img\b")
+
+
+def _header(page: ModulePage, results_link: str | None = None) -> list[str]:
     # Titles in the link syntax, not in the attribute list: Markdown would read `__init__` there as emphasis.
     links = [f'[View source]({posixpath.basename(page.source_copy)} "{page.source_path}"){{ .lnn-link }}']
     if page.notebook:
         notebook = relative_file(page.notebook, page.page)
         links.append(f'[Notebook]({notebook} "The experiment as a Jupyter notebook"){{ .lnn-link download }}')
     links.append(f"[API reference]({relative_file(page.api_page, page.page)}){{ .lnn-link }}")
+    if results_link:
+        target, _, anchor = results_link.partition("#")
+        link = (relative_file(target, page.page) if target != page.page else "") + (f"#{anchor}" if anchor else "")
+        links.append(f'[Measured results]({link} "A recorded run: its numbers, figures and command"){{ .lnn-link }}')
     out = ['<div class="lnn-header" markdown>', ""]
     if page.run_command:
         out += ['<div class="lnn-run" markdown>', "", "```text", page.run_command, "```", "", "</div>", ""]
@@ -459,3 +477,42 @@ def _link_code(code: str, first_line: int, links: dict[tuple[int, int], tuple[st
         else:
             column += len(text)
     return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long lines of code: wrapped, with a hanging indent, on wide screens
+
+HIGHLIGHTED = re.compile(r'(<pre[^>]*><span></span><code>)(.*?)(</code></pre>)', re.S)
+LINE_NUMBER = re.compile(r'^(<span class="linenos" data-linenos="([^"]*)"></span>)?(.*)$', re.S)
+TAG = re.compile(r"<[^>]*>")
+# Lines at least this long may not fit the code column; shorter ones are left as they are.
+WRAP_FROM = 48
+
+
+def wrap_long_lines(content: str) -> str:
+    """Mark the long lines of every highlighted code block, so that on a wide screen they wrap inside their column
+    rather than scroll, continuing four characters right of the line's own indentation (`lnn.css`).
+
+    Each long line (after its line number) goes into `<span class="lnn-wrap" style="--g:G;--i:I">`: `G` is the
+    width of the line number, `I` the line's indentation, in characters, and its indentation into
+    `<span class="lnn-indent">`. Pygments closes its spans at the end of
+    every line, so a line is a balanced piece of HTML; a line that is not is left alone."""
+
+    def block(match: re.Match) -> str:
+        lines = match.group(2).split("\n")
+        for i, line in enumerate(lines):
+            parts = LINE_NUMBER.match(line)
+            number, digits, rest = parts.group(1) or "", parts.group(2) or "", parts.group(3)
+            text = html.unescape(TAG.sub("", rest))
+            if len(text) < WRAP_FROM or rest.count("<span") != rest.count("</span>") \
+                    or rest.count("<a ") != rest.count("</a>"):
+                continue
+            # The indentation, when it is plain text before the first token, is drawn as a margin instead (its
+            # spaces stay, for copying, but take no room), so that it never wraps onto a line of its own.
+            spaces = len(rest) - len(rest.lstrip(" "))
+            if spaces:
+                rest = f'<span class="lnn-indent">{rest[:spaces]}</span>{rest[spaces:]}'
+            lines[i] = f'{number}<span class="lnn-wrap" style="--g:{len(digits)};--i:{spaces}">{rest}</span>'
+        return match.group(1) + "\n".join(lines) + match.group(3)
+
+    return HIGHLIGHTED.sub(block, content)

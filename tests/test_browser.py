@@ -105,9 +105,79 @@ def screenshot(page, name: str, full_page: bool = False) -> None:
 SECTION_BOXES = """() => [...document.querySelectorAll('.lnn-section')].map(s => {
   const notes = s.querySelector(':scope > .lnn-notes'), code = s.querySelector(':scope > .lnn-code');
   const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-  return {id: s.id, notes: box(notes), code: box(code),
+  return {id: s.id, notes: box(notes), code: box(code), wide: s.classList.contains('lnn-wide'),
           hasNotes: notes.textContent.trim().length > 0, hasCode: code.querySelector('pre') !== null};
 })"""
+
+# What does not fit on a page: code blocks that scroll sideways, formulas that scroll or are cut (a centred formula
+# wider than its box loses its left part, which no scrolling reaches), code under a copy button, figures shown
+# smaller than they are drawn (up to 720 px), and code whose copied text differs from the source.
+FIT = r"""() => {
+  const content = document.querySelector('.md-content');
+  const box = e => e.getBoundingClientRect();
+  const scrolling = [...content.querySelectorAll('pre > code')].filter(c => c.scrollWidth > c.clientWidth + 1)
+    .map(c => c.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a).trim().slice(0, 80));
+  const math = [];
+  for (const display of content.querySelectorAll('.katex-display')) {
+    const bases = [...display.querySelectorAll('.katex-html > .base')].map(box);
+    if (!bases.length) continue;
+    const left = Math.min(...bases.map(r => r.left)), right = Math.max(...bases.map(r => r.right));
+    const r = box(display);
+    if (left < r.left - 1 || right > r.right + 1 || display.scrollWidth > display.clientWidth + 1)
+      math.push(display.closest('.arithmatex').getAttribute('aria-label').slice(0, 60));
+  }
+  const covered = [];
+  for (const button of content.querySelectorAll('.md-clipboard')) {
+    const b = box(button), code = button.parentElement.querySelector('code');
+    if (!code || b.width === 0) continue;
+    const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+    const range = document.createRange();
+    scan: for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.textContent.trim()) continue;
+      range.selectNodeContents(node);
+      for (const t of range.getClientRects()) {
+        if (t.top >= b.bottom) break scan;
+        if (t.width > 0 && t.right > b.left && t.left < b.right && t.bottom > b.top) {
+          covered.push(node.textContent.trim().slice(0, 40)); break scan;
+        }
+      }
+    }
+  }
+  const small = [...content.querySelectorAll('img')].filter(i => box(i).width < Math.min(i.naturalWidth, 720) - 1)
+    .map(i => `${i.getAttribute('src')}: ${Math.round(box(i).width)} of ${i.naturalWidth} px`);
+  // (What a closed <details> holds is not rendered, so it has no innerText.)
+  const copied = [...content.querySelectorAll('pre > code')].filter(c => !c.closest('details:not([open])'))
+    .filter(c => c.innerText.trimEnd() !== c.textContent.trimEnd())
+    .map(c => c.textContent.slice(0, 60));
+  return {scrolling, math, covered, small, copied};
+}"""
+
+# On a narrow screen a formula wider than the screen scrolls inside its own box: none of it is cut off, the box
+# that scrolls is on the screen, and the formula does not start at the very edge of the screen (it would look cut).
+NARROW_MATH = r"""() => {
+  const cut = [];
+  for (const display of document.querySelectorAll('.md-content .katex-display')) {
+    const bases = [...display.querySelectorAll('.katex-html > .base')].map(e => e.getBoundingClientRect());
+    if (!bases.length) continue;
+    // The box that scrolls it: the first one up from the formula that can scroll and is on the screen.
+    const width = document.documentElement.clientWidth;
+    let scroller = display;
+    for (; scroller && scroller !== document.body; scroller = scroller.parentElement) {
+      const r = scroller.getBoundingClientRect();
+      if (['auto', 'scroll'].includes(getComputedStyle(scroller).overflowX) && r.left >= -1 && r.right <= width + 1)
+        break;
+    }
+    const label = display.closest('.arithmatex').getAttribute('aria-label').slice(0, 60);
+    if (!scroller || scroller === document.body) { cut.push(`${label}: no box on the screen scrolls it`); continue; }
+    const s = scroller.getBoundingClientRect();
+    const left = Math.min(...bases.map(r => r.left)), right = Math.max(...bases.map(r => r.right));
+    if (left < s.left - 1) cut.push(`${label}: its left part is cut`);
+    else if (left < Math.max(s.left, 0) + 8) cut.push(`${label}: it starts at the edge of the screen, as if cut`);
+    else if (right > s.right + 1 && scroller.scrollWidth < scroller.clientWidth + right - s.right - 1)
+      cut.push(`${label}: its right part can't be scrolled to`);
+  }
+  return cut;
+}"""
 
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
@@ -150,19 +220,33 @@ def test_wide_screen_notes_and_code_side_by_side(server, context_for, module_pag
                 continue
             notes, code = section["notes"], section["code"]
             where = f"{module.page}#{section['id']}"
+            if section["wide"]:
+                # The introduction and notes with a figure: across both columns, their code below them.
+                assert code[1] >= notes[3] - 1, f"{where}: wide notes not above their code: {notes} {code}"
+                continue
             assert code[0] >= notes[2], f"{where}: code starts left of the notes' right edge: {notes} {code}"
             assert abs(code[1] - notes[1]) <= 1, f"{where}: tops not aligned: notes {notes[1]}, code {code[1]}"
+        # Code and formulas fit their columns, no copy button covers code, figures show at their size.
+        fit = page.evaluate(FIT)
+        for problem, found in fit.items():
+            assert not found, f"{module.page}: {problem}: {found}"
         if module.page == "transformers/mha.md":
             screenshot(page, "mha-1440.png")
             page.goto(server.url + "transformers/mha/#MultiHeadAttention.forward")
             page.wait_for_timeout(200)
             screenshot(page, "mha-1440-forward.png")
+        if module.page == "transformers/rope/index.md":
+            page.locator(".arithmatex[aria-label^='f(x, m)']").scroll_into_view_if_needed()
+            screenshot(page, "rope-1440-equation.png")
+        if module.page == "transformers/experiments/mha.md":
+            page.goto(server.url + "transformers/experiments/mha/#measured-results")
+            page.wait_for_timeout(200)
+            screenshot(page, "experiment-mha-1440-results.png")
     assert formulas > 100
-    # The right-hand table of contents is hidden and the content uses the width of the window.
+    # The table of contents is in the navigation (no right-hand column) and the content uses the width of the
+    # window.
     page.goto(server.url + "transformers/mha/")
-    assert page.evaluate("() => document.querySelector('.md-sidebar--secondary').offsetParent === null "
-                         "|| getComputedStyle(document.querySelector('.md-sidebar--secondary')).display === 'none' "
-                         "|| document.querySelector('.md-sidebar--secondary').hidden")
+    assert page.evaluate("() => document.querySelector('.md-sidebar--secondary') === null")
     content_right = page.evaluate("() => document.querySelector('.md-content').getBoundingClientRect().right")
     assert content_right > 1400
 
@@ -178,8 +262,13 @@ def test_narrow_screen_stacks_without_horizontal_overflow(server, context_for, m
         overflow = page.evaluate(OVERFLOW)
         assert overflow["scroll"] <= overflow["width"], f"{module.page}: the page scrolls sideways: {overflow}"
         assert not overflow["wide"], f"{module.page}: elements wider than the screen: {overflow['wide']}"
+        cut = page.evaluate(NARROW_MATH)
+        assert not cut, f"{module.page}: formulas cut: {cut}"
         if module.page == "transformers/mha.md":
             screenshot(page, "mha-390.png")
+        if module.page == "transformers/rope/index.md":
+            page.locator(".arithmatex[aria-label^='f(x, m)']").scroll_into_view_if_needed()
+            screenshot(page, "rope-390-equation.png")
     page.goto(server.url)
     screenshot(page, "home-390.png")
 
@@ -271,3 +360,48 @@ def test_measure_the_attention_page(server, context_for, request):
     assert metrics["fcp"] is not None
     print(f"\nMHA page: HTML {html_bytes / 1024:.1f} KiB, transferred {metrics['total'] / 1024:.1f} KiB "
           f"in {metrics['requests']} requests, first contentful paint {metrics['fcp']:.0f} ms")
+
+
+def test_a_long_page_lists_its_sections_beside_it(server, context_for):
+    """The Llama page (a package's page, 15,000 px tall) shows its contents in the navigation, and a click on one
+    goes there."""
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/llama/")
+    toc = page.locator(".md-sidebar--primary [data-md-component='toc']")
+    assert toc.is_visible()
+    links = toc.locator("a.md-nav__link")
+    assert links.count() >= 10
+    assert toc.bounding_box()["x"] < 300
+    target = links.nth(3)
+    anchor = target.get_attribute("href").split("#")[1]
+    target.click()
+    page.wait_for_function(f"() => location.hash === '#{anchor}'")
+    page.wait_for_timeout(300)
+    top = page.evaluate(f"() => document.getElementById('{anchor}').getBoundingClientRect().top")
+    assert 0 <= top < 200
+    screenshot(page, "llama-1440-contents.png")
+
+
+def test_a_figure_opens_at_full_size(server, context_for):
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/rope/")
+    link = page.locator("a.lnn-figure:has(img[src*='rope_rotation.png'])")
+    # Resolved by the browser: the link goes to the image itself. (Not clicked: Chromium then asks for
+    # /favicon.ico, which the site does not have, and logs the 404 as a console error.)
+    href, src = link.evaluate("a => [a.href, a.querySelector('img').src]")
+    assert href == src and href.endswith("/figures/rope_rotation.png")
+    response = context.request.get(href)
+    assert response.ok and response.headers["content-type"] == "image/png"
+
+
+def test_a_formula_too_wide_for_the_notes_widens_its_section(server, context_for):
+    """A section whose display math does not fit the notes column takes the whole width (lnn.js), so that the
+    formula shows whole: here RoPE's rotation, in an introduction made narrow for the test."""
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/rope/")
+    section = "document.querySelector('.lnn-section')"
+    page.evaluate(f"() => {{ {section}.classList.remove('lnn-wide'); }}")
+    assert page.evaluate(f"() => {section}.classList.contains('lnn-wide')") is False
+    page.evaluate("() => window.lnnWiden()")
+    assert page.evaluate(f"() => {section}.classList.contains('lnn-wide')")
+    assert not page.evaluate(FIT)["math"]

@@ -206,7 +206,7 @@ def test_generated_page_links_and_anchors(tmp_path):
                                               "pymdownx.arithmatex": {"generic": True}})
     linker = pages.Linker(found)
     text = pages.page_markdown(mha, found)
-    assert text.startswith('---\ntitle: "Attention"\ndescription: "The summary."\nhide:\n  - toc\n---\n')
+    assert text.startswith('---\ntitle: "Attention"\ndescription: "The summary."\n---\n')
     html = linker.process(mha.page, md.convert(text.split("---\n", 2)[2]))
     assert len(re.findall(r'class="lnn-section[\w -]*"', html)) == len(mha.module.sections) == 2
     assert '<span class="lnn-def" id="KVCache"></span>' in html

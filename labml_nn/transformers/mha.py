@@ -30,6 +30,8 @@ $$
 Different heads can attend to different things (the previous token, the subject of the sentence, ...)
 for about the cost of one full-width attention.
 
+![One head's attention weights over 24 positions whose queries and keys are sinusoidal position encodings: without a mask each query attends most to nearby keys on both sides; with is_causal=True only to keys at or before it](/figures/attention.png)
+
 **Grouped-query attention** ([Ainslie et al., 2023](https://arxiv.org/abs/2305.13245)) lets groups of
 query heads share key and value heads: with $h$ query heads and $h_{kv}$ key/value heads, query head $i$
 reads key/value head $\lfloor i / (h / h_{kv}) \rfloor$. It shrinks the key/value cache of a generating

@@ -19,6 +19,8 @@ Masks broadcast against the attention scores, which are laid out `[batch, heads,
 A padding mask is `[batch, 1, 1, seq_k]` (the same for every head and every query); a causal mask is
 `[seq_q, seq_k]` (the same for every sample and head); combining them is a logical `&`.
 
+![Three 8 by 8 grids of True and False, query position down, key position across: the causal mask is lower-triangular, the padding mask is False in the last three columns, and their combination is both](/figures/masks.png)
+
 !!! warning "Two conventions"
     `torch.nn.MultiheadAttention` takes the opposite convention for its boolean `attn_mask` and
     `key_padding_mask`: there `True` means *ignore*. Convert with `~mask`.
