@@ -13,7 +13,9 @@ information, normalisation, residual connections, the output head) is there to m
 trainable and to tell it where each token sits.
 
 The modules below build one up from its parts. Each page is the source file itself: the notes and
-equations on the left, the code they describe on the right. Read them in this order:
+equations on the left, the code they describe on the right. If you are new to transformers, start with
+[From a bigram to a GPT](/transformers/from_scratch/index.md), six short chapters (in PyTorch and in
+JAX/Flax) that add one idea at a time. Then read the modules in this order:
 
 1. [Masks and helpers](/transformers/utils.md): which positions may attend to which, with `True`
    meaning "may attend".
@@ -37,9 +39,19 @@ equations on the left, the code they describe on the right. Read them in this or
 10. [Llama 3.1](/transformers/llama/index.md): how the classic transformer became a modern one: RMSNorm,
     SwiGLU, grouped-query attention, scaled rotary embeddings, and a key/value cache, loading Meta's
     checkpoints.
-11. [Mixture of experts](/transformers/moe/index.md): routers, the load-balancing loss, capacity and
+11. [Loading Hugging Face checkpoints](/transformers/hf_checkpoints.md): one strict name map behind every
+    family's `load_hf`.
+12. [BERT](/transformers/bert/index.md): the encoder alone, masked-language-model pretraining, token types and a
+    classification head.
+13. [T5](/transformers/t5/index.md): an encoder-decoder with relative position biases, a scale-only layer norm,
+    attention without $1/\sqrt{d}$, and span corruption.
+14. [Mixture of experts](/transformers/moe/index.md): routers, the load-balancing loss, capacity and
     dropped tokens, shared experts, expert parallelism over `torch.distributed`, and
     [Mixtral](/transformers/moe/mixtral.md), loading Hugging Face's checkpoints.
+15. [LLaVA](/transformers/llava/index.md): a vision transformer, a projector and the Llama: how an image becomes
+    tokens that a language model reads.
+16. [FlashAttention](/transformers/flash_attention/index.md): exact attention in tiles with the online softmax,
+    and a backward pass that recomputes instead of storing the attention matrix.
 
 ## Running the experiments
 
