@@ -107,3 +107,38 @@ def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) 
                 model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
     write(out_dir, "tp", rank, result)
     dist.destroy_process_group()
+
+
+def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """`tensor_parallelize` (DTensor) against the written-out split and one process."""
+    import copy
+    from torch.distributed.device_mesh import init_device_mesh
+    from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
+    from labml_nn.transformers.parallel.dtensor import full_gradients, tensor_parallelize
+    init(rank, world_size, port)
+    mesh = init_device_mesh("cpu", (world_size,))
+    torch.manual_seed(123)
+    result = {}
+    for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
+        tokens = torch.randint(0, vocab, (3, 8))
+        targets = torch.randint(0, vocab, (3, 8))
+        for sequence_parallel in (False, True):
+            model = build()
+            written = shard(model, None, sequence_parallel)
+            logits, loss = loss_of(written, tokens, targets)
+            loss.backward()
+            written_grads = gather_parameters(written, grads=True)
+            parallel = tensor_parallelize(copy.deepcopy(model), mesh, sequence_parallel)
+            result[f"{name}/sp={sequence_parallel}/one process"] = max_differences(
+                model, parallel, tokens, targets, full_gradients)
+            with torch.no_grad():
+                parallel_logits, parallel_loss = loss_of(parallel, tokens, targets)
+            grads = full_gradients(parallel)
+            result[f"{name}/sp={sequence_parallel}/written out"] = {
+                "logits": (logits - parallel_logits).abs().max().item(),
+                "loss": abs(loss.item() - parallel_loss.item()),
+                # the gradients of the one backward pass `max_differences` ran
+                "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
+                "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
+    write(out_dir, "dtensor", rank, result)
+    dist.destroy_process_group()

@@ -31,3 +31,17 @@ def test_bad_splits_are_clear_errors():
     with pytest.raises(ValueError, match="divisible by the tensor-parallel size 3"):
         RowParallelLinear(torch.nn.Linear(8, 4), 0, 3, None)
     assert not dist.is_initialized()
+
+
+def test_dtensor_tensor_parallelize_equals_written_out():
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as out_dir:
+        workers.spawn(workers.dtensor_worker, 2, out_dir, timeout=120)
+        results = read(Path(out_dir), "dtensor", 2)
+    for rank, result in enumerate(results):
+        assert len(result) == 8
+        for case, diff in result.items():
+            assert diff["shapes"], (rank, case)
+            for key in ("logits", "loss", "grads"):
+                assert diff[key] < 1e-5, (rank, case, key, diff)
