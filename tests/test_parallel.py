@@ -45,3 +45,60 @@ def test_dtensor_tensor_parallelize_equals_written_out():
             assert diff["shapes"], (rank, case)
             for key in ("logits", "loss", "grads"):
                 assert diff[key] < 1e-5, (rank, case, key, diff)
+
+
+# ## The plan calculator
+
+def test_plan_counts_a_real_models_parameters_and_optimizer_states():
+    from labml_nn.transformers.llama import ModelArgs, Transformer
+    from labml_nn.transformers.parallel.plan import Layout, ModelShape, Precision, model_state_bytes
+
+    args = ModelArgs(dim=64, n_layers=3, n_heads=8, n_kv_heads=2, vocab_size=37, multiple_of=16, max_seq_len=16)
+    model = Transformer(args)
+    shape = ModelShape("tiny", args.dim, args.n_layers, args.n_heads, args.n_kv_heads,
+                       model.layers[0].feed_forward.w1.out_features, args.vocab_size)
+    n = sum(p.numel() for p in model.parameters())
+    assert shape.parameters() == n
+    # One AdamW step in float32: the moments are the optimizer state, 8 bytes per parameter
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 37, (2, 8))).sum().backward()
+    optimizer.step()
+    moments = sum(state[k].numel() * state[k].element_size() for state in optimizer.state.values()
+                  for k in ("exp_avg", "exp_avg_sq"))
+    assert moments == n * Precision().optimizer
+    # The model in bfloat16 holds 2 bytes per parameter; float32 master weights and bf16 gradients as many more
+    bf16_bytes = sum(p.numel() * p.element_size() for p in model.to(torch.bfloat16).parameters())
+    assert bf16_bytes == n * Precision().weight
+    states = model_state_bytes(shape, Layout(tp=2, pp=1, dp=4, fsdp=True, recompute=False))
+    assert states == n / 2 / 4 * (2 + 2 + 4 + 8)
+
+
+def test_plan_counts_a_gpt_with_tied_embeddings_and_biases():
+    from labml_nn.transformers.parallel.plan import ModelShape
+    model = workers.tiny_gpt()
+    shape = ModelShape("gpt", 32, 2, 4, 4, 64, 23, gated=False, tied=True, biases=True)
+    positions = model.embed.positional_encodings.numel()
+    assert shape.parameters() == sum(p.numel() for p in model.parameters()) - positions
+
+
+def test_plan_activations_are_korthikanti_formula_for_a_gpt_layer():
+    from labml_nn.transformers.parallel.plan import ModelShape, layer_activation_bytes
+    s, b, h, a = 128, 3, 64, 8
+    shape = ModelShape("gpt", h, 1, a, a, 4 * h, 100, gated=False)
+    for t in (1, 2, 4):
+        tp = layer_activation_bytes(shape, s, b, t, sequence_parallel=False, flash=False, dropout=True)
+        sp = layer_activation_bytes(shape, s, b, t, sequence_parallel=True, flash=False, dropout=True)
+        # Korthikanti et al. (2022), equations 2, 3 and 4
+        assert tp == pytest.approx(s * b * h * (10 + 24 / t + 5 * a * s / (h * t)))
+        assert sp == pytest.approx(s * b * h / t * (34 + 5 * a * s / h))
+
+
+def test_plan_command_line(capsys):
+    from labml_nn.transformers.parallel.plan import main
+    main(["--plan", "llama-3.1-8b", "--gpus", "16", "--gpu-memory", "80"])
+    out = capsys.readouterr().out
+    assert "llama-3.1-8b: 8.03B parameters, 16 GPUs of 80 GB" in out
+    main(["--plan", "llama-3.1-405b", "--gpus", "8", "--gpu-memory", "80"])
+    assert "no layout fits" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--plan", "llama-3.1-8b", "--gpus", "0"])
