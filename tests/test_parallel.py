@@ -102,3 +102,65 @@ def test_plan_command_line(capsys):
     assert "no layout fits" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--plan", "llama-3.1-8b", "--gpus", "0"])
+
+
+# ## FSDP2, FSDP2 with tensor parallelism, and sharded checkpoints across world sizes
+
+def test_fsdp_tp_and_sharded_checkpoints_follow_one_process(tmp_path):
+    # 2 processes: FSDP2, ten steps, saving a sharded checkpoint at step 5
+    workers.spawn(workers.fsdp_worker, 2, str(tmp_path), timeout=120)
+    for result in read(tmp_path, "fsdp", 2):
+        assert result["losses"] == pytest.approx(result["reference"], abs=1e-5)
+        assert result["params"] < 1e-5
+    # The checkpoint loaded by 1 process (no FSDP) and by 4 (FSDP over 4); the 4 also run FSDP2 + TP on a 2 x 2 mesh
+    for world_size in (1, 4):
+        workers.spawn(workers.resume_worker, world_size, str(tmp_path), timeout=150)
+        for result in read(tmp_path, f"resume{world_size}", world_size):
+            assert result["step"] == workers.SAVE_AT
+            assert result["state"] == 0.0, "model and optimizer state exactly as saved"
+            assert result["state_vs_reference"] < 1e-5
+            assert result["losses"] == pytest.approx(result["reference"], abs=1e-5)
+            assert result["params"] < 1e-5
+            if world_size == 4:
+                assert result["fsdp_tp_losses"] == pytest.approx(
+                    read(tmp_path, "fsdp", 2)[0]["reference"], abs=1e-5)
+                assert result["fsdp_tp_params"] < 1e-5
+                errors = result["errors"]
+                assert "--tp 8 is larger than the number of processes (4)" in errors["tp too large"]
+                assert "must be a multiple of --tp (3)" in errors["tp not dividing"]
+                assert "--fsdp shards over the data-parallel processes" in errors["fsdp alone"]
+                assert "number of attention heads (2) must be divisible by the tensor-parallel size (4)" \
+                    in errors["heads"]
+                assert "checkpoint of another model" in errors["other model"]
+
+
+# ## Activation checkpointing
+
+@pytest.mark.parametrize("build", [workers.tiny_gpt, workers.tiny_llama])
+def test_activation_checkpointing_same_gradients(build):
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    tokens, targets = torch.randint(0, 23, (3, 8)), torch.randint(0, 23, (3, 8))
+    plain, checkpointed = build(), checkpoint_layers(build())
+    for model in (plain, checkpointed):
+        workers.loss_of(model, tokens, targets)[1].backward()
+    names = dict(checkpointed.named_parameters())
+    assert set(names) == set(dict(plain.named_parameters()))
+    for name, parameter in plain.named_parameters():
+        torch.testing.assert_close(names[name].grad, parameter.grad, rtol=0, atol=1e-6)
+
+
+def test_activation_checkpointing_lowers_measured_peak_memory():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)]), "OMP_NUM_THREADS": "1"}
+    peaks = {}
+    for flag in (False, True):
+        out = subprocess.run([sys.executable, "-c", "import parallel_workers as w; "
+                              f"print(w.peak_memory_increase({flag}))"],
+                             env=env, capture_output=True, text=True, timeout=120, check=True)
+        peaks[flag] = int(out.stdout.split()[-1])
+    # 16 layers' activations against their inputs and one layer's: well under half
+    assert peaks[True] < 0.5 * peaks[False], peaks
