@@ -164,3 +164,49 @@ def test_activation_checkpointing_lowers_measured_peak_memory():
         peaks[flag] = int(out.stdout.split()[-1])
     # 16 layers' activations against their inputs and one layer's: well under half
     assert peaks[True] < 0.5 * peaks[False], peaks
+
+
+# ## The trainer: --tp, --fsdp, --activation-checkpointing and sharded checkpoints, from the command line
+
+TINY = ["--device", "cpu", "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "64", "--max-len", "16",
+        "--context", "16", "--dropout", "0", "--batch-size", "4", "--warmup", "0", "--lr", "3e-3", "--min-lr", "3e-3",
+        "--log-every", "2", "--eval-every", "3", "--eval-iters", "2", "--checkpoint-every", "3",
+        "--sample-tokens", "5"]
+
+
+def run_gpt(*args, processes: int = 1):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    return subprocess.run([sys.executable, *launcher, "-m", "labml_nn.transformers.gpt", *args], cwd=repo,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=180)
+
+
+def losses(out) -> list[tuple]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in records]
+
+
+def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
+    one, tp, fsdp = tmp_path / "one", tmp_path / "tp", tmp_path / "fsdp"
+    assert run_gpt(*TINY, "--max-steps", "9", "--out", str(one)).returncode == 0
+    done = run_gpt(*TINY, "--max-steps", "6", "--tp", "2", "--out", str(tp), processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tp / "checkpoint.dcp" / ".metadata").is_file()
+    # The tensor-parallel run's sharded checkpoint continues on one process, without tensor parallelism
+    done = run_gpt("--resume", str(tp), "--max-steps", "9", "--tp", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_gpt(*TINY, "--max-steps", "6", "--fsdp", "--activation-checkpointing", "--out", str(fsdp), processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = losses(one)
+    for run, expected in ((tp, reference), (fsdp, reference[:len(losses(fsdp))])):
+        got = losses(run)
+        assert [r[0] for r in got] == [r[0] for r in expected]
+        for (_, *a), (_, *b) in zip(got, expected):
+            assert a == pytest.approx(b, abs=1e-5)
+    done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
+    assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr

@@ -166,6 +166,34 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     return int(state["step"])
 
 
+# ## The optimizer
+#
+# Under tensor parallelism alone the embeddings, norms (without sequence parallelism) and output head stay plain
+# tensors beside the DTensor weights. AdamW's fused and multi-tensor kernels take lists of one kind, so such an
+# optimizer updates one parameter at a time (FSDP2 makes every parameter a DTensor, and keeps the fast kernels).
+def unfuse_if_mixed(optimizer: torch.optim.Optimizer) -> None:
+    kinds = {hasattr(p, "to_local") for group in optimizer.param_groups for p in group["params"]}
+    if len(kinds) > 1:
+        for group in optimizer.param_groups:
+            group["fused"], group["foreach"] = False, False
+
+
+# ## Gradient clipping
+#
+# The global norm $\sqrt{\sum_i \lVert g_i \rVert^2}$ over parameters that may be DTensors on different meshes
+# (tensor-parallel weights on the 2-D mesh, the embeddings on the `dp` mesh only), which
+# `torch.nn.utils.clip_grad_norm_` cannot stack together: each norm is taken as a full tensor first.
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norms = [g.norm() for g in grads]
+    norms = [n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]
+    total = torch.stack(norms).norm()
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return total
+
+
 # ## Back to full size
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """`{name: full tensor}` of the parameters, DTensors gathered (every process calls it)."""
