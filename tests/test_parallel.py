@@ -208,5 +208,13 @@ def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
         assert [r[0] for r in got] == [r[0] for r in expected]
         for (_, *a), (_, *b) in zip(got, expected):
             assert a == pytest.approx(b, abs=1e-5)
+    # The sharded run's trained model, reloaded for use on one process, is the one the run ended with
+    from labml_nn.experiments.char_lm import load_run
+    trained, resumed = load_run(fsdp), load_run(tp)
+    assert trained.step == 6 and resumed.step == 9
+    assert trained.generate("a", max_new_tokens=3, temperature=0)
+    single = dict(load_run(one).model.named_parameters())
+    for name, parameter in resumed.model.named_parameters():
+        torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-5)
     done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
     assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr

@@ -166,6 +166,18 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     return int(state["step"])
 
 
+# The model alone, for using a trained model: [`load_run`](/experiments/char_lm.md#load_run) of a sharded run.
+def load_sharded_model(path: str | Path, model: nn.Module) -> None:
+    """Load the model's weights from a checkpoint written by [`save_sharded`](#save_sharded), in any layout."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    check_checkpoint(path, model)
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=str(path))
+    set_model_state_dict(model, state["model"])
+
+
 # ## The optimizer
 #
 # Under tensor parallelism alone the embeddings, norms (without sequence parallelism) and output head stay plain
