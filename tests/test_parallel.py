@@ -213,8 +213,10 @@ def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
     trained, resumed = load_run(fsdp), load_run(tp)
     assert trained.step == 6 and resumed.step == 9
     assert trained.generate("a", max_new_tokens=3, temperature=0)
+    # After 9 Adam steps of lr 3e-3 the weights agree to a few hundredths of one step: Adam divides each gradient
+    # by its running size, so rounding differences in gradients near zero move a weight by a fraction of the rate
     single = dict(load_run(one).model.named_parameters())
     for name, parameter in resumed.model.named_parameters():
-        torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-4)
     done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
     assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr
