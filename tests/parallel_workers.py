@@ -4,7 +4,6 @@ Each worker joins a process group, runs its check and writes what it measured to
 the test process reads the files and asserts. `spawn` bounds the time of every spawned process.
 """
 import json
-import os
 import socket
 import time
 from pathlib import Path

@@ -366,7 +366,6 @@ class _Sharder:
     def finish(self, model: nn.Module) -> nn.Module:
         for parameter in self.sequence_sharded:
             parameter.register_post_accumulate_grad_hook(lambda p: dist.all_reduce(p.grad, group=self.group))
-        model.tensor_parallel_group = self.group
         return model
 
 

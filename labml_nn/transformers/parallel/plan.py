@@ -106,7 +106,6 @@ rows show.
 """
 
 import argparse
-import math
 from dataclasses import dataclass
 
 GB = 1e9
