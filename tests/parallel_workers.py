@@ -38,6 +38,12 @@ def init(rank: int, world_size: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
 
 
+def finish() -> None:
+    """Leave the group once every process is done (one leaving mid-collective aborts the others)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def write(out_dir: str, name: str, rank: int, result: dict) -> None:
     Path(out_dir, f"{name}.{rank}.json").write_text(json.dumps(result))
 
@@ -105,7 +111,7 @@ def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) 
             result[f"{name}/sp={sequence_parallel}"] = max_differences(
                 model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
     write(out_dir, "tp", rank, result)
-    dist.destroy_process_group()
+    finish()
 
 
 def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
@@ -140,7 +146,7 @@ def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
                 "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
     write(out_dir, "dtensor", rank, result)
-    dist.destroy_process_group()
+    finish()
 
 
 # ## FSDP2, FSDP2 with tensor parallelism, sharded checkpoints
@@ -225,7 +231,7 @@ def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     parallel += train(model, optimizer, range(SAVE_AT, STEPS), rank, world_size, group)
     write(out_dir, "fsdp", rank, {"losses": parallel, "reference": losses,
                                   "params": max_difference(full_state(model), final)})
-    dist.destroy_process_group()
+    finish()
 
 
 def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
@@ -250,7 +256,7 @@ def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         result.update(tp_errors(world_size, out_dir))
         result.update(fsdp_tp_run(rank, world_size, reference, out_dir))
     write(out_dir, f"resume{world_size}", rank, result)
-    dist.destroy_process_group()
+    finish()
 
 
 def tp_errors(world_size: int, out_dir: str) -> dict:
