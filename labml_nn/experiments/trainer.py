@@ -735,7 +735,11 @@ class Trainer:
         if state.get("sharded", False):
             # Resharded to this run's layout, whatever the number of processes that wrote it.
             from labml_nn.transformers.parallel.training import load_sharded
-            load_sharded(path.parent / SHARDED_CHECKPOINT, self.model, self.optimizer)
+            sharded_step = load_sharded(path.parent / SHARDED_CHECKPOINT, self.model, self.optimizer)
+            # The shards are written before `checkpoint.pt`: a save interrupted between the two leaves them apart
+            if sharded_step != state["step"]:
+                raise CheckpointError(f"{path} is at step {state['step']} but {SHARDED_CHECKPOINT} at step "
+                                      f"{sharded_step}: the last save was interrupted; the run cannot resume exactly")
         elif self.sharded:
             raise CheckpointError(f"{path} was written without --tp or --fsdp; resume it without them")
         else:
