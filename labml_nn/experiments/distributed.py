@@ -29,6 +29,16 @@ Everything else that is random (dropout) is seeded per rank, so that processes d
 
 **Who writes.** Only rank 0 shows a progress bar, writes files and checkpoints; the training loss that it
 logs is averaged over all processes.
+
+**Beyond copies of the model.** With `--tp N` (tensor parallelism) or `--fsdp` (FSDP2, parameters, gradients and
+optimizer states sharded) the trainer lays the processes out as a (data-parallel, tensor-parallel) mesh instead of
+wrapping the model in DDP; `--activation-checkpointing` recomputes each layer in the backward pass. Such runs write
+sharded checkpoints that resume on another number of processes. See
+[training at scale](/transformers/parallel/training.md):
+
+```bash
+torchrun --standalone --nproc_per_node=4 -m labml_nn.transformers.experiments.gpt --tp 2 --fsdp
+```
 """
 
 import os

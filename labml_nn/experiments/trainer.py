@@ -50,6 +50,7 @@ run with a message; the state is checked before every checkpoint, so the last go
 overwritten by a broken one.
 """
 
+import copy
 import json
 import math
 import os
@@ -118,6 +119,14 @@ class TrainerConfig:
     """Compile the model with torch.compile."""
     tensorboard: bool = False
     """Also write the metrics for TensorBoard, in the run's tensorboard/ (needs pip install 'labml_nn[tensorboard]')."""
+    tp: int = 1
+    """Tensor-parallel size: each layer's matrices split over this many processes, with sequence parallelism
+    (Megatron-LM; see labml_nn.transformers.parallel). The processes are a (dp, tp) mesh."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer states over the data-parallel processes (FSDP2) instead of DDP;
+    with tp > 1 on a 2-D mesh. Checkpoints are then sharded (torch.distributed.checkpoint)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer layer in the backward pass instead of storing its activations."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -146,7 +155,9 @@ class TrainerConfig:
             raise ValueError(f"clip must be non-negative (0 turns clipping off), got {self.clip}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
-        for name in ("compile", "tensorboard"):
+        if isinstance(self.tp, bool) or not isinstance(self.tp, int) or self.tp < 1:
+            raise ValueError(f"tp must be a positive integer, got {self.tp!r}")
+        for name in ("compile", "tensorboard", "fsdp", "activation_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -388,6 +399,8 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 
 CHECKPOINT = "checkpoint.pt"
+# The weights and optimizer states of a sharded run (`--tp`, `--fsdp`), a torch.distributed.checkpoint directory
+SHARDED_CHECKPOINT = "checkpoint.dcp"
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -432,6 +445,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{file} is not a checkpoint of the labml_nn trainer: it has no {', '.join(missing)}. "
                               f"It was left as it is.")
     return state
+
+
+# The local shard of a DTensor parameter; a plain tensor itself.
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 # The random state of this process, as tensors and tuples of numbers that `weights_only` accepts.
@@ -504,22 +522,43 @@ class Trainer:
         self.device = run.device
         self.loss_fn = loss_fn
         self.extra_state = extra_state or {}
-        world = self.ctx.world_size
+        # Tensor parallelism or FSDP2 ("sharded" training) lay the processes out as a (dp, tp) mesh: the `tp`
+        # processes of a row share a batch, the `dp` rows split it. Otherwise every process is a data-parallel one.
+        self.sharded = config.tp > 1 or config.fsdp
+        world, self.dp_rank = self.ctx.world_size, self.ctx.rank
+        mesh = None
+        if self.sharded:
+            from labml_nn.transformers.parallel.training import device_mesh
+            mesh = device_mesh(self.ctx.world_size, config.tp, config.fsdp, self.device.type)
+            world, self.dp_rank = mesh["dp"].size(), mesh["dp"].get_local_rank()
+        self.dp = world
         if config.batch_size % (config.grad_accum * world):
             raise ValueError(f"batch_size ({config.batch_size}) must be divisible by grad_accum ({config.grad_accum}) "
-                             f"times the number of processes ({world})")
+                             f"times the number of {'data-parallel ' if self.sharded else ''}processes ({world})")
         # Sequences per process and per micro-batch.
         self.micro_batch = config.batch_size // (config.grad_accum * world)
 
         self.model = model.to(self.device)
+        # A sharded model is gathered back into a copy of the plain one at the end of training (`trainer.model`).
+        self._plain_model = copy.deepcopy(self.model) if self.sharded else None
+        if self.sharded:
+            from labml_nn.transformers.parallel.training import parallelize
+            parallelize(self.model, mesh, fsdp=config.fsdp, sequence_parallel=config.tp > 1,
+                        activation_checkpointing=config.activation_checkpointing)
+        elif config.activation_checkpointing:
+            from labml_nn.transformers.parallel.training import checkpoint_layers
+            checkpoint_layers(self.model)
         self.autocast_dtype = self._autocast_dtype()
         if self.device.type == "cuda":
             enable_tf32()
         # The model that computes: compiled if asked; then wrapped for several processes.
         self.forward_model = torch.compile(self.model) if config.compile else self.model
-        self.train_model = wrap_model(self.forward_model, self.ctx)
+        self.train_model = self.forward_model if self.sharded else wrap_model(self.forward_model, self.ctx)
 
         self.optimizer = build_optimizer(self.model, config, self.device)
+        if self.sharded:
+            from labml_nn.transformers.parallel.training import unfuse_if_mixed
+            unfuse_if_mixed(self.optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule())
         # The scaler multiplies the float16 loss so that small gradients do not flush to zero; it is a no-op
         # in every other precision.
@@ -575,7 +614,7 @@ class Trainer:
     # This process's micro-batches of a global batch: its slice of the batch, cut into `grad_accum` pieces.
     def _micro_batches(self, batch: tuple[torch.Tensor, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
         per_process = self.micro_batch * self.config.grad_accum
-        start = self.ctx.rank * per_process
+        start = self.dp_rank * per_process
         for i in range(self.config.grad_accum):
             lo = start + i * self.micro_batch
             yield self._to_device(tuple(t[lo:lo + self.micro_batch] for t in batch))
@@ -589,19 +628,23 @@ class Trainer:
         for i, micro in enumerate(self._micro_batches(batch)):
             # With several processes, gradients are averaged across them only on the last micro-batch.
             last = i == accum - 1
-            sync = nullcontext() if last or not self.ctx.is_distributed else self.train_model.no_sync()
+            sync = nullcontext() if last or not self.ctx.is_distributed or self.sharded else self.train_model.no_sync()
             with sync:
                 with self._autocast():
                     loss = self.loss_fn(self.train_model, micro)
                 # $\nabla \frac{1}{A} \sum_a L_a$: each of the $A$ micro-batch losses is scaled by $1/A$.
                 self.scaler.scale(loss / accum).backward()
             self.loss_sum += loss.detach().float() / accum
-            self.tokens += micro[0].numel() * self.ctx.world_size
+            self.tokens += micro[0].numel() * self.dp
         self.loss_count += 1
         if self.config.clip > 0:
             # Gradients must be unscaled (float16) before their norm is compared with `clip`.
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            if self.sharded:
+                from labml_nn.transformers.parallel.training import clip_grad_norm_
+                clip_grad_norm_(self.model.parameters(), self.config.clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -654,20 +697,25 @@ class Trainer:
 
     # ### Checkpoints
     def _state_is_finite(self) -> bool:
-        parameters_finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        parameters_finite = torch.stack([_local(p).isfinite().all() for p in self.model.parameters()]).all()
         finite = torch.isfinite(self.loss_sum) & parameters_finite
         return not any_process(not bool(finite), self.ctx)
 
     def save_checkpoint(self) -> None:
         """Write the complete training state to `checkpoint.pt` (all processes call it; rank 0 writes)."""
         # Every process's random state goes into the checkpoint, so that each one resumes its own stream.
+        # A sharded model's weights and optimizer states go to `checkpoint.dcp/`, written by every process.
+        if self.sharded:
+            from labml_nn.transformers.parallel.training import save_sharded
+            save_sharded(self.run.path(SHARDED_CHECKPOINT), self.model, self.optimizer, self.step)
         rng = gather_objects(_rng_state(self.device), self.ctx)
         if not self.ctx.is_main:
             return
         state = {
             "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": {} if self.sharded else self.model.state_dict(),
+            "optimizer": {} if self.sharded else self.optimizer.state_dict(),
+            "sharded": self.sharded,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data_generator": self.data_generator.get_state(),
@@ -686,8 +734,19 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("sharded", False):
+            # Resharded to this run's layout, whatever the number of processes that wrote it.
+            from labml_nn.transformers.parallel.training import load_sharded
+            sharded_step = load_sharded(path.parent / SHARDED_CHECKPOINT, self.model, self.optimizer)
+            # The shards are written before `checkpoint.pt`: a save interrupted between the two leaves them apart
+            if sharded_step != state["step"]:
+                raise CheckpointError(f"{path} is at step {state['step']} but {SHARDED_CHECKPOINT} at step "
+                                      f"{sharded_step}: the last save was interrupted; the run cannot resume exactly")
+        elif self.sharded:
+            raise CheckpointError(f"{path} was written without --tp or --fsdp; resume it without them")
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # The shape of the schedule follows the current configuration, so that `--max-steps` can extend a run.
         schedule = self._schedule()
@@ -885,6 +944,9 @@ class Trainer:
         self.elapsed = time.perf_counter() - self._clock_start
         if self.ctx.is_main:
             plot_losses(self.records, self.run.path("loss.png"), title=str(self.run.out_dir))
+        parameters = count_parameters(self.model)
+        if self.sharded:
+            self.model = self._gathered_model()
         return {
             "val_loss": val_loss,
             "train_loss": train_loss,
@@ -892,8 +954,18 @@ class Trainer:
             "wall_s": self.elapsed,
             "tokens_per_s": self.tokens / max(self.train_time, 1e-9),
             "ms_per_step": 1000 * self.train_time / max(self.step, 1),
-            "parameters": count_parameters(self.model),
+            "parameters": parameters,
         }
+
+    # The trained weights of a sharded model, gathered (every process takes part) into the plain model's copy, so
+    # that what follows training (sampling, saving) sees an ordinary model.
+    def _gathered_model(self) -> nn.Module:
+        from labml_nn.transformers.parallel.training import full_state
+        trained = full_state(self.model)
+        with torch.no_grad():
+            for name, parameter in self._plain_model.named_parameters():
+                parameter.copy_(trained[name])
+        return self._plain_model.train(self.model.training)
 
     # A checkpoint replaces the previous one only if the state is sound; a broken state is never saved.
     # The loss plot is redrawn with every checkpoint, except on the way out after a stop signal, when only the

@@ -154,6 +154,9 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout_prob)
         # $\frac{1}{\sqrt{d_k}}$ unless the model chose another factor
         self.scale = 1 / math.sqrt(self.d_head) if scale is None else scale
+        # Whether self-attention projects queries, keys and values in one product (below). Tensor parallelism
+        # with DTensor turns it off: its sharded weights must go through the projections' own `forward`.
+        self.fuse_projections = True
 
     # ### Splitting into heads
     #
@@ -173,7 +176,7 @@ class MultiHeadAttention(nn.Module):
     # would cost as much as the product, so the three projections run separately.
     def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if query is key and key is value and query.shape[1] > 1:
+        if self.fuse_projections and query is key and key is value and query.shape[1] > 1:
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = None
             if self.query.bias is not None:

@@ -1,0 +1,316 @@
+"""Worker functions for tests/test_parallel.py, run in processes spawned by the tests (gloo on CPU).
+
+Each worker joins a process group, runs its check and writes what it measured to `out_dir/<name>.<rank>.json`;
+the test process reads the files and asserts. `spawn` bounds the time of every spawned process.
+"""
+import json
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, nprocs: int, *args, timeout: float = 90.0) -> None:
+    """Run `fn(rank, nprocs, port, *args)` in `nprocs` processes; kill them all and fail after `timeout` seconds."""
+    context = mp.start_processes(fn, args=(nprocs, free_port(), *args), nprocs=nprocs, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=max(0.1, deadline - time.monotonic())):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            raise TimeoutError(f"{fn.__name__} with {nprocs} processes did not finish in {timeout} s")
+
+
+def init(rank: int, world_size: int, port: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+
+
+def finish() -> None:
+    """Leave the group once every process is done (one leaving mid-collective aborts the others)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def write(out_dir: str, name: str, rank: int, result: dict) -> None:
+    Path(out_dir, f"{name}.{rank}.json").write_text(json.dumps(result))
+
+
+def tiny_gpt(seed: int = 0):
+    from labml_nn.transformers.configs import TransformerConfigs
+    from labml_nn.transformers.gpt import GPT
+    torch.manual_seed(seed)
+    configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0, n_src_vocab=23,
+                                 max_len=16, positional="learned", ffn_activation="gelu", scale_embeddings=False)
+    model = GPT(configs)
+    # Non-zero biases and norm gains, so that a bias added t times or a norm gain's gradient left partial shows
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
+
+
+def tiny_llama(seed: int = 0):
+    from labml_nn.transformers.llama import ModelArgs, Transformer
+    torch.manual_seed(seed)
+    model = Transformer(ModelArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=29, multiple_of=16,
+                                  max_seq_len=16))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
+
+
+def loss_of(model, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(tokens)
+    return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def max_differences(model, other, tokens, targets, gather) -> dict:
+    """Max |difference| of logits, loss and every gathered gradient between `model` and the shard `other`."""
+    logits, loss = loss_of(model, tokens, targets)
+    loss.backward()
+    shard_logits, shard_loss = loss_of(other, tokens, targets)
+    shard_loss.backward()
+    grads = gather(other)
+    reference = {name: p.grad for name, p in model.named_parameters()}
+    if set(grads) != set(reference):
+        raise AssertionError(f"gathered names differ: {sorted(set(grads) ^ set(reference))}")
+    shapes_ok = all(grads[name].shape == reference[name].shape for name in reference)
+    return {"logits": (logits - shard_logits).abs().max().item(), "loss": abs(loss.item() - shard_loss.item()),
+            "grads": max((grads[name] - reference[name]).abs().max().item() for name in reference),
+            "shapes": shapes_ok, "n_grads": len(grads)}
+
+
+def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """The written-out split against one process, for the GPT and the Llama, with and without sequence parallelism."""
+    from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
+    init(rank, world_size, port)
+    torch.manual_seed(123)
+    result = {}
+    for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
+        tokens = torch.randint(0, vocab, (3, 8))
+        targets = torch.randint(0, vocab, (3, 8))
+        for sequence_parallel in (False, True):
+            model = build()
+            sharded = shard(model, None, sequence_parallel)
+            result[f"{name}/sp={sequence_parallel}"] = max_differences(
+                model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
+    write(out_dir, "tp", rank, result)
+    finish()
+
+
+def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """`tensor_parallelize` (DTensor) against the written-out split and one process."""
+    import copy
+    from torch.distributed.device_mesh import init_device_mesh
+    from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
+    from labml_nn.transformers.parallel.dtensor import full_gradients, tensor_parallelize
+    init(rank, world_size, port)
+    mesh = init_device_mesh("cpu", (world_size,))
+    torch.manual_seed(123)
+    result = {}
+    for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
+        tokens = torch.randint(0, vocab, (3, 8))
+        targets = torch.randint(0, vocab, (3, 8))
+        for sequence_parallel in (False, True):
+            model = build()
+            written = shard(model, None, sequence_parallel)
+            logits, loss = loss_of(written, tokens, targets)
+            loss.backward()
+            written_grads = gather_parameters(written, grads=True)
+            parallel = tensor_parallelize(copy.deepcopy(model), mesh, sequence_parallel)
+            result[f"{name}/sp={sequence_parallel}/one process"] = max_differences(
+                model, parallel, tokens, targets, full_gradients)
+            with torch.no_grad():
+                parallel_logits, parallel_loss = loss_of(parallel, tokens, targets)
+            grads = full_gradients(parallel)
+            result[f"{name}/sp={sequence_parallel}/written out"] = {
+                "logits": (logits - parallel_logits).abs().max().item(),
+                "loss": abs(loss.item() - parallel_loss.item()),
+                # the gradients of the one backward pass `max_differences` ran
+                "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
+                "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
+    write(out_dir, "dtensor", rank, result)
+    finish()
+
+
+# ## FSDP2, FSDP2 with tensor parallelism, sharded checkpoints
+
+GLOBAL_BATCH, SEQ, STEPS, SAVE_AT = 8, 8, 10, 5
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of `step`, the same in every process and in the reference run."""
+    tokens = torch.randint(0, 23, (GLOBAL_BATCH, SEQ + 1), generator=torch.Generator().manual_seed(1000 + step))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def train(model, optimizer, steps: range, dp_rank: int = 0, dp: int = 1, group=None) -> list[float]:
+    """Steps of AdamW on this data-parallel rank's slice of each global batch; the losses averaged over `dp`."""
+    losses = []
+    per_rank = GLOBAL_BATCH // dp
+    for step in steps:
+        tokens, targets = batch(step)
+        rows = slice(dp_rank * per_rank, (dp_rank + 1) * per_rank)
+        _, loss = loss_of(model, tokens[rows], targets[rows])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss = loss.detach().clone()
+        if dp > 1:
+            dist.all_reduce(loss, group=group)
+        losses.append(loss.item() / dp)
+    return losses
+
+
+def adam(model):
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+
+
+def reference_run() -> tuple[list[float], dict, dict]:
+    """One process, the whole batch: losses, and the full state (model and optimizer) at SAVE_AT and at the end."""
+    from labml_nn.transformers.parallel.training import full_state
+    model = tiny_gpt()
+    optimizer = adam(model)
+    losses = train(model, optimizer, range(SAVE_AT))
+    at_save = full_optimizer_state(model, optimizer)
+    losses += train(model, optimizer, range(SAVE_AT, STEPS))
+    return losses, at_save, full_state(model)
+
+
+def full_optimizer_state(model, optimizer) -> dict[str, torch.Tensor]:
+    """`{"<param>/<state>": full tensor}` of the parameters and Adam's moments, by parameter name."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    from labml_nn.transformers.parallel.training import full_state
+    _, optimizer_state = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+    out = {f"{name}/param": value for name, value in full_state(model).items()}
+    for name, state in optimizer_state["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            value = state[key]
+            out[f"{name}/{key}"] = (value.full_tensor() if hasattr(value, "full_tensor") else value).clone()
+    return out
+
+
+def max_difference(a: dict, b: dict) -> float:
+    if set(a) != set(b):
+        raise AssertionError(f"names differ: {sorted(set(a) ^ set(b))[:5]}")
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """FSDP2 over 2 processes: ten steps against one process; a sharded checkpoint at step SAVE_AT."""
+    from labml_nn.transformers.parallel.training import device_mesh, full_state, parallelize, save_sharded
+    init(rank, world_size, port)
+    losses, at_save, final = reference_run()
+    if rank == 0:
+        torch.save({"losses": losses, "at_save": at_save, "final": final}, Path(out_dir, "reference.pt"))
+    mesh = device_mesh(world_size, tp=1, fsdp=True)
+    model = parallelize(tiny_gpt(), mesh, fsdp=True)
+    optimizer = adam(model)
+    group = mesh["dp"].get_group()
+    parallel = train(model, optimizer, range(SAVE_AT), rank, world_size, group)
+    save_sharded(Path(out_dir, "checkpoint"), model, optimizer, SAVE_AT)
+    saved = full_optimizer_state(model, optimizer)
+    if rank == 0:
+        torch.save(saved, Path(out_dir, "saved.pt"))
+    parallel += train(model, optimizer, range(SAVE_AT, STEPS), rank, world_size, group)
+    write(out_dir, "fsdp", rank, {"losses": parallel, "reference": losses,
+                                  "params": max_difference(full_state(model), final)})
+    finish()
+
+
+def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Load the 2-process checkpoint with `world_size` processes (FSDP over all of them, or one plain process),
+    compare model and optimizer state with the reference's at SAVE_AT, and continue to STEPS."""
+    from labml_nn.transformers.parallel.training import device_mesh, full_state, load_sharded, parallelize
+    init(rank, world_size, port)
+    reference = torch.load(Path(out_dir, "reference.pt"), weights_only=True)
+    fsdp = world_size > 1
+    mesh = device_mesh(world_size, tp=1, fsdp=fsdp)
+    model = parallelize(tiny_gpt(seed=99), mesh, fsdp=fsdp)
+    optimizer = adam(model)
+    step = load_sharded(Path(out_dir, "checkpoint"), model, optimizer)
+    # against what the 2 processes held when they saved, and against the one-process run at that step
+    saved = torch.load(Path(out_dir, "saved.pt"), weights_only=True)
+    state = max_difference(full_optimizer_state(model, optimizer), saved)
+    state_vs_reference = max_difference(saved, reference["at_save"])
+    losses = train(model, optimizer, range(step, STEPS), rank, world_size, mesh["dp"].get_group())
+    result = {"step": step, "state": state, "state_vs_reference": state_vs_reference, "losses": losses, "reference": reference["losses"][step:],
+              "params": max_difference(full_state(model), reference["final"])}
+    if world_size > 1:
+        result.update(tp_errors(world_size, out_dir))
+        result.update(fsdp_tp_run(rank, world_size, reference, out_dir))
+    write(out_dir, f"resume{world_size}", rank, result)
+    finish()
+
+
+def tp_errors(world_size: int, out_dir: str) -> dict:
+    """The messages of bad set-ups (raised before any collective)."""
+    from labml_nn.transformers.configs import TransformerConfigs
+    from labml_nn.transformers.gpt import GPT
+    from labml_nn.transformers.parallel.dtensor import tensor_parallelize
+    from labml_nn.transformers.parallel.training import device_mesh, load_sharded
+    two_heads = GPT(TransformerConfigs(n_layers=1, d_model=32, n_heads=2, d_ff=64, dropout=0.0, n_src_vocab=23,
+                                       max_len=16, positional="learned"))
+    tp_mesh = device_mesh(world_size, tp=world_size)["tp"]
+    errors = {}
+    for name, call in (("tp too large", lambda: device_mesh(world_size, tp=2 * world_size)),
+                       ("tp not dividing", lambda: device_mesh(world_size, tp=3)),
+                       ("fsdp alone", lambda: device_mesh(world_size, tp=world_size, fsdp=True)),
+                       ("heads", lambda: tensor_parallelize(two_heads, tp_mesh)),
+                       ("other model", lambda: load_sharded(Path(out_dir, "checkpoint"), tiny_llama(),
+                                                            adam(tiny_llama())))):
+        try:
+            call()
+            errors[name] = None
+        except ValueError as error:
+            errors[name] = str(error)
+    return {"errors": errors}
+
+
+def fsdp_tp_run(rank: int, world_size: int, reference: dict, out_dir: str) -> dict:
+    """FSDP2 with tensor and sequence parallelism on a (2, 2) mesh, ten steps, against one process."""
+    from labml_nn.transformers.parallel.training import device_mesh, full_state, parallelize
+    mesh = device_mesh(world_size, tp=2, fsdp=True)
+    model = parallelize(tiny_gpt(), mesh, fsdp=True, sequence_parallel=True)
+    optimizer = adam(model)
+    losses = train(model, optimizer, range(STEPS), mesh["dp"].get_local_rank(), mesh["dp"].size(),
+                   mesh["dp"].get_group())
+    return {"fsdp_tp_losses": losses, "fsdp_tp_params": max_difference(full_state(model), reference["final"])}
+
+
+# ## Activation checkpointing's memory, measured
+
+def peak_memory_increase(activation_checkpointing: bool) -> int:
+    """Bytes by which the process's peak resident memory grows over one forward and backward pass of a Llama whose
+    activations dominate (run in a fresh process: the peak only ever grows)."""
+    import resource
+    from labml_nn.transformers.llama import ModelArgs, Transformer
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs(dim=128, n_layers=16, n_heads=4, vocab_size=64, multiple_of=16, max_seq_len=1024))
+    if activation_checkpointing:
+        checkpoint_layers(model)
+    tokens = torch.randint(0, 64, (2, 1024))
+    # A first small pass, so that one-off allocations (kernels' workspaces, the autograd engine) are in the baseline
+    loss_of(model, tokens[:, :16], tokens[:, :16])[1].backward()
+    model.zero_grad()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    loss_of(model, tokens, tokens)[1].backward()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024

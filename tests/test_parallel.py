@@ -1,0 +1,222 @@
+"""Tensor and sequence parallelism (labml_nn.transformers.parallel) against one process, in 2 and 4 gloo processes."""
+import json
+
+import pytest
+import torch
+
+import parallel_workers as workers
+
+
+def read(out_dir, name: str, world_size: int) -> list[dict]:
+    return [json.loads((out_dir / f"{name}.{rank}.json").read_text()) for rank in range(world_size)]
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_written_out_split_equals_one_process(tmp_path, world_size):
+    workers.spawn(workers.tensor_parallel_worker, world_size, str(tmp_path))
+    for rank, result in enumerate(read(tmp_path, "tp", world_size)):
+        assert set(result) == {"gpt/sp=False", "gpt/sp=True", "llama/sp=False", "llama/sp=True"}
+        for case, diff in result.items():
+            assert diff["shapes"], (rank, case)
+            for key in ("logits", "loss", "grads"):
+                assert diff[key] < 1e-5, (rank, case, key, diff)
+
+
+def test_bad_splits_are_clear_errors():
+    import torch.distributed as dist
+    from labml_nn.transformers.parallel import ColumnParallelLinear, RowParallelLinear
+
+    with pytest.raises(ValueError, match="divisible by the tensor-parallel size 3"):
+        ColumnParallelLinear(torch.nn.Linear(4, 8), 0, 3)
+    with pytest.raises(ValueError, match="divisible by the tensor-parallel size 3"):
+        RowParallelLinear(torch.nn.Linear(8, 4), 0, 3, None)
+    assert not dist.is_initialized()
+
+
+def test_dtensor_tensor_parallelize_equals_written_out():
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as out_dir:
+        workers.spawn(workers.dtensor_worker, 2, out_dir, timeout=120)
+        results = read(Path(out_dir), "dtensor", 2)
+    for rank, result in enumerate(results):
+        assert len(result) == 8
+        for case, diff in result.items():
+            assert diff["shapes"], (rank, case)
+            for key in ("logits", "loss", "grads"):
+                assert diff[key] < 1e-5, (rank, case, key, diff)
+
+
+# ## The plan calculator
+
+def test_plan_counts_a_real_models_parameters_and_optimizer_states():
+    from labml_nn.transformers.llama import ModelArgs, Transformer
+    from labml_nn.transformers.parallel.plan import Layout, ModelShape, Precision, model_state_bytes
+
+    args = ModelArgs(dim=64, n_layers=3, n_heads=8, n_kv_heads=2, vocab_size=37, multiple_of=16, max_seq_len=16)
+    model = Transformer(args)
+    shape = ModelShape("tiny", args.dim, args.n_layers, args.n_heads, args.n_kv_heads,
+                       model.layers[0].feed_forward.w1.out_features, args.vocab_size)
+    n = sum(p.numel() for p in model.parameters())
+    assert shape.parameters() == n
+    # One AdamW step in float32: the moments are the optimizer state, 8 bytes per parameter
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 37, (2, 8))).sum().backward()
+    optimizer.step()
+    moments = sum(state[k].numel() * state[k].element_size() for state in optimizer.state.values()
+                  for k in ("exp_avg", "exp_avg_sq"))
+    assert moments == n * Precision().optimizer
+    # The model in bfloat16 holds 2 bytes per parameter; float32 master weights and bf16 gradients as many more
+    bf16_bytes = sum(p.numel() * p.element_size() for p in model.to(torch.bfloat16).parameters())
+    assert bf16_bytes == n * Precision().weight
+    states = model_state_bytes(shape, Layout(tp=2, pp=1, dp=4, fsdp=True, recompute=False))
+    assert states == n / 2 / 4 * (2 + 2 + 4 + 8)
+
+
+def test_plan_counts_a_gpt_with_tied_embeddings_and_biases():
+    from labml_nn.transformers.parallel.plan import ModelShape
+    model = workers.tiny_gpt()
+    shape = ModelShape("gpt", 32, 2, 4, 4, 64, 23, gated=False, tied=True, biases=True)
+    positions = model.embed.positional_encodings.numel()
+    assert shape.parameters() == sum(p.numel() for p in model.parameters()) - positions
+
+
+def test_plan_activations_are_korthikanti_formula_for_a_gpt_layer():
+    from labml_nn.transformers.parallel.plan import ModelShape, layer_activation_bytes
+    s, b, h, a = 128, 3, 64, 8
+    shape = ModelShape("gpt", h, 1, a, a, 4 * h, 100, gated=False)
+    for t in (1, 2, 4):
+        tp = layer_activation_bytes(shape, s, b, t, sequence_parallel=False, flash=False, dropout=True)
+        sp = layer_activation_bytes(shape, s, b, t, sequence_parallel=True, flash=False, dropout=True)
+        # Korthikanti et al. (2022), equations 2, 3 and 4
+        assert tp == pytest.approx(s * b * h * (10 + 24 / t + 5 * a * s / (h * t)))
+        assert sp == pytest.approx(s * b * h / t * (34 + 5 * a * s / h))
+
+
+def test_plan_command_line(capsys):
+    from labml_nn.transformers.parallel.plan import main
+    main(["--plan", "llama-3.1-8b", "--gpus", "16", "--gpu-memory", "80"])
+    out = capsys.readouterr().out
+    assert "llama-3.1-8b: 8.03B parameters, 16 GPUs of 80 GB" in out
+    main(["--plan", "llama-3.1-405b", "--gpus", "8", "--gpu-memory", "80"])
+    assert "no layout fits" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--plan", "llama-3.1-8b", "--gpus", "0"])
+
+
+# ## FSDP2, FSDP2 with tensor parallelism, and sharded checkpoints across world sizes
+
+def test_fsdp_tp_and_sharded_checkpoints_follow_one_process(tmp_path):
+    # 2 processes: FSDP2, ten steps, saving a sharded checkpoint at step 5
+    workers.spawn(workers.fsdp_worker, 2, str(tmp_path), timeout=120)
+    for result in read(tmp_path, "fsdp", 2):
+        assert result["losses"] == pytest.approx(result["reference"], abs=1e-5)
+        assert result["params"] < 1e-5
+    # The checkpoint loaded by 1 process (no FSDP) and by 4 (FSDP over 4); the 4 also run FSDP2 + TP on a 2 x 2 mesh
+    for world_size in (1, 4):
+        workers.spawn(workers.resume_worker, world_size, str(tmp_path), timeout=150)
+        for result in read(tmp_path, f"resume{world_size}", world_size):
+            assert result["step"] == workers.SAVE_AT
+            assert result["state"] == 0.0, "model and optimizer state exactly as saved"
+            assert result["state_vs_reference"] < 1e-5
+            assert result["losses"] == pytest.approx(result["reference"], abs=1e-5)
+            assert result["params"] < 1e-5
+            if world_size == 4:
+                assert result["fsdp_tp_losses"] == pytest.approx(
+                    read(tmp_path, "fsdp", 2)[0]["reference"], abs=1e-5)
+                assert result["fsdp_tp_params"] < 1e-5
+                errors = result["errors"]
+                assert "--tp 8 is larger than the number of processes (4)" in errors["tp too large"]
+                assert "must be a multiple of --tp (3)" in errors["tp not dividing"]
+                assert "--fsdp shards over the data-parallel processes" in errors["fsdp alone"]
+                assert "number of attention heads (2) must be divisible by the tensor-parallel size (4)" \
+                    in errors["heads"]
+                assert "checkpoint of another model" in errors["other model"]
+
+
+# ## Activation checkpointing
+
+@pytest.mark.parametrize("build", [workers.tiny_gpt, workers.tiny_llama])
+def test_activation_checkpointing_same_gradients(build):
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    tokens, targets = torch.randint(0, 23, (3, 8)), torch.randint(0, 23, (3, 8))
+    plain, checkpointed = build(), checkpoint_layers(build())
+    for model in (plain, checkpointed):
+        workers.loss_of(model, tokens, targets)[1].backward()
+    names = dict(checkpointed.named_parameters())
+    assert set(names) == set(dict(plain.named_parameters()))
+    for name, parameter in plain.named_parameters():
+        torch.testing.assert_close(names[name].grad, parameter.grad, rtol=0, atol=1e-6)
+
+
+def test_activation_checkpointing_lowers_measured_peak_memory():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)]), "OMP_NUM_THREADS": "1"}
+    peaks = {}
+    for flag in (False, True):
+        out = subprocess.run([sys.executable, "-c", "import parallel_workers as w; "
+                              f"print(w.peak_memory_increase({flag}))"],
+                             env=env, capture_output=True, text=True, timeout=120, check=True)
+        peaks[flag] = int(out.stdout.split()[-1])
+    # 16 layers' activations against their inputs and one layer's: well under half
+    assert peaks[True] < 0.5 * peaks[False], peaks
+
+
+# ## The trainer: --tp, --fsdp, --activation-checkpointing and sharded checkpoints, from the command line
+
+TINY = ["--device", "cpu", "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "64", "--max-len", "16",
+        "--context", "16", "--dropout", "0", "--batch-size", "4", "--warmup", "0", "--lr", "3e-3", "--min-lr", "3e-3",
+        "--log-every", "2", "--eval-every", "3", "--eval-iters", "2", "--checkpoint-every", "3",
+        "--sample-tokens", "5"]
+
+
+def run_gpt(*args, processes: int = 1):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    return subprocess.run([sys.executable, *launcher, "-m", "labml_nn.transformers.gpt", *args], cwd=repo,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=180)
+
+
+def losses(out) -> list[tuple]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in records]
+
+
+def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
+    one, tp, fsdp = tmp_path / "one", tmp_path / "tp", tmp_path / "fsdp"
+    assert run_gpt(*TINY, "--max-steps", "9", "--out", str(one)).returncode == 0
+    done = run_gpt(*TINY, "--max-steps", "6", "--tp", "2", "--out", str(tp), processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tp / "checkpoint.dcp" / ".metadata").is_file()
+    # The tensor-parallel run's sharded checkpoint continues on one process, without tensor parallelism
+    done = run_gpt("--resume", str(tp), "--max-steps", "9", "--tp", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_gpt(*TINY, "--max-steps", "6", "--fsdp", "--activation-checkpointing", "--out", str(fsdp), processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = losses(one)
+    for run, expected in ((tp, reference), (fsdp, reference[:len(losses(fsdp))])):
+        got = losses(run)
+        assert [r[0] for r in got] == [r[0] for r in expected]
+        for (_, *a), (_, *b) in zip(got, expected):
+            assert a == pytest.approx(b, abs=1e-5)
+    # The sharded run's trained model, reloaded for use on one process, is the one the run ended with
+    from labml_nn.experiments.char_lm import load_run
+    trained, resumed = load_run(fsdp), load_run(tp)
+    assert trained.step == 6 and resumed.step == 9
+    assert trained.generate("a", max_new_tokens=3, temperature=0)
+    # After 9 Adam steps of lr 3e-3 the weights agree to a few hundredths of one step: Adam divides each gradient
+    # by its running size, so rounding differences in gradients near zero move a weight by a fraction of the rate
+    single = dict(load_run(one).model.named_parameters())
+    for name, parameter in resumed.model.named_parameters():
+        torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-4)
+    done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
+    assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr
