@@ -134,6 +134,22 @@ def test_sigterm_during_an_evaluation_stops_within_seconds_with_the_last_step_sa
     assert load_checkpoint(out)["step"] == 5
     assert f"--resume {out}" in stderr
 
+    # Resumed, the run evaluates step 5 again and goes on: its metrics are an uninterrupted run's.
+    args = ["--device", "cpu", "--batch-size", "2", "--warmup", "0", "--log-every", "1", "--checkpoint-every", "0",
+            "--max-steps", "100", "--eval-every", "5", "--eval-iters", "100", "--slow-eval-after", "1000000"]
+    script, marker = tmp_path / "slow.py", tmp_path / "marker"
+    resumed = subprocess.run([sys.executable, str(script), str(marker), "--resume", str(out), "--slow-eval-after",
+                              "1000000"], env=env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run([sys.executable, str(script), str(marker), *args, "--out", str(tmp_path / "whole")],
+                           env=env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    def metrics(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics(out) == metrics(tmp_path / "whole")
+
 
 def test_a_second_signal_quits_at_once_without_finishing_the_step(tmp_path):
     out = tmp_path / "run"

@@ -580,6 +580,8 @@ class Trainer:
         self.last_lr = config.lr
         self.stop = run.stop
         self._saved_step = 0
+        # The record of a logging step whose evaluation a stop signal cut short (see the loop).
+        self._pending_record: dict | None = None
         self._tensorboard = None
 
     # The one place where the schedule is chosen.
@@ -729,6 +731,7 @@ class Trainer:
             "trainer": asdict(self.config),
             "config": self.run.config,
             "extra": self.extra_state,
+            "pending_record": self._pending_record,
         }
         atomic_torch_save(state, self.run.path(CHECKPOINT))
 
@@ -763,6 +766,7 @@ class Trainer:
         self.tokens = state["tokens"]
         self.train_time = state["train_time"]
         self.elapsed = state["elapsed"]
+        self._pending_record = state.get("pending_record")
         # The metrics of steps after the checkpoint are dropped: they are about to be recomputed.
         metrics = self.run.path("metrics.jsonl")
         if metrics.exists():
@@ -889,6 +893,12 @@ class Trainer:
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not self.ctx.is_main, unit="step",
                    desc=self.run.out_dir.name, dynamic_ncols=True, mininterval=0.5)
         with bar:
+            # A run stopped during an evaluation evaluates again before it goes on, so that its metrics are an
+            # uninterrupted run's.
+            if self._pending_record is not None and val is not None:
+                record, self._pending_record = self._pending_record, None
+                record["val_loss"] = self.evaluate(val)
+                self._append_record(record)
             if self.step == 0 and val is not None and c.eval_every > 0:
                 self._append_record({"step": 0, "val_loss": self.evaluate(val)})
             steps_before = self.step
@@ -912,10 +922,12 @@ class Trainer:
                         record = self._log(bar, self.tokens - interval_tokens, interval_time)
                 if logged:
                     if evaluate:
-                        try:
-                            record["val_loss"] = self.evaluate(val)
-                        finally:
-                            self._append_record(record)
+                        # Until the evaluation completes, the record is pending: a stop signal during it writes
+                        # the record into the checkpoint, not into the metrics.
+                        self._pending_record = record
+                        record["val_loss"] = self.evaluate(val)
+                        self._pending_record = None
+                        self._append_record(record)
                         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
                                         tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
                     else:
