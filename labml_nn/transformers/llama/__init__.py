@@ -622,7 +622,7 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits `[batch, seq, vocab_size]` for `tokens` `[batch, seq]`; each position sees itself and earlier ones."""
         self._check_tokens(tokens, 0)
-        return self.forward_embeddings(self.tok_embeddings(tokens))
+        return self.run_blocks(self.tok_embeddings(tokens), tokens.shape[1])
 
     # ### Input vectors instead of tokens
     #
@@ -631,7 +631,14 @@ class Transformer(nn.Module):
     def forward_embeddings(self, h: torch.Tensor) -> torch.Tensor:
         """Logits `[batch, seq, vocab_size]` for input vectors `h` `[batch, seq, dim]`, causal."""
         self._check_embeddings(h, 0)
-        freqs_cis = self.rotations(0, h.shape[1], h.device)
+        return self.run_blocks(h, h.shape[1])
+
+    # The blocks, the final norm and the head, for positions $0 \ldots$ `seq` - 1. The sequence length is passed
+    # rather than read from `h`: under [sequence parallelism](/transformers/parallel/index.md) `h` holds only this
+    # process's share of the positions, while the rotations are those of the whole sequence.
+    def run_blocks(self, h: torch.Tensor, seq: int) -> torch.Tensor:
+        """Logits `[batch, seq, vocab_size]` from the blocks' input `h` over `seq` positions."""
+        freqs_cis = self.rotations(0, seq, h.device)
         for layer in self.layers:
             h = layer(h, freqs_cis)
         return self.output(self.norm(h))
