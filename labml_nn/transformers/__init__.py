@@ -52,6 +52,9 @@ JAX/Flax) that add one idea at a time. Then read the modules in this order:
     tokens that a language model reads.
 16. [FlashAttention](/transformers/flash_attention/index.md): exact attention in tiles with the online softmax,
     and a backward pass that recomputes instead of storing the attention matrix.
+17. [Scaling out](/transformers/parallel/index.md): Megatron-LM's tensor and sequence parallelism written out
+    on `torch.distributed`, the same with DTensor, FSDP2, activation checkpointing, sharded checkpoints, and the
+    memory plan of Llama 3.1 8B to 405B.
 
 ## Running the experiments
 
