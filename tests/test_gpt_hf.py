@@ -1,7 +1,6 @@
 """GPT-2 checkpoints: `load_hf` against Hugging Face's `GPT2LMHeadModel` with the same weights (every 1-D parameter
 perturbed, a right-padded batch), old files' layout and buffers, and strict errors naming the file and the key."""
 import json
-import math
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """LLaVA against Hugging Face's `CLIPVisionModel` and `LlavaForConditionalGeneration` (test-only references: tiny
 random models saved with `save_pretrained`, every 1-D parameter perturbed, float32), and its splicing, loss and
 errors against hand-computed references."""
-import json
 
 import pytest
 import torch

@@ -184,7 +184,7 @@ def _resume_dir(path: Path, module: str, prog: str) -> tuple[Path, dict]:
              f"config.json. Give the directory a run wrote into, or start a new run with --out.")
     try:
         saved = json.loads((run_dir / "config.json").read_text())
-        saved_module, experiment = saved["module"], saved["experiment"]
+        saved_module, _ = saved["module"], saved["experiment"]
     except (json.JSONDecodeError, KeyError, TypeError):
         fail(f"{run_dir / 'config.json'} is not a run configuration written by labml_nn's experiments.")
     if saved_module != module:

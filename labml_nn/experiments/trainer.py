@@ -53,7 +53,6 @@ overwritten by a broken one.
 import copy
 import json
 import math
-import os
 import random
 import signal
 import sys

@@ -600,8 +600,13 @@ class Transformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         for layer in self.layers:
-            for projection in (layer.attention.wo, layer.feed_forward.w2):
-                nn.init.normal_(projection.weight, mean=0.0, std=std / math.sqrt(2 * self.n_layers))
+            for weight in self.residual_weights(layer):
+                nn.init.normal_(weight, mean=0.0, std=std / math.sqrt(2 * self.n_layers))
+
+    # The matrices of a block that write into the residual stream; a family whose block differs (a mixture of
+    # experts) names its own.
+    def residual_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
+        return layer.attention.wo.weight, layer.feed_forward.w2.weight
 
     # The rotations $e^{\,i\, m\theta_j}$ for positions $m$ = `start_pos ... start_pos + seq - 1`.
     def rotations(self, start_pos: int, seq: int, device: torch.device) -> torch.Tensor:

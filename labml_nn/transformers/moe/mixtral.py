@@ -28,7 +28,6 @@ key weights back to Meta's interleaved rotary pairs, plus the rows of the expert
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.transformers.hf_checkpoints import Row, load_table, read_config, read_tensors
-from labml_nn.transformers.llama import KVCache, ModelArgs, RMSNorm, Transformer, TransformerBlock
+from labml_nn.transformers.llama import KVCache, ModelArgs, Transformer, TransformerBlock
 from labml_nn.transformers.llama.hf import args_from_hf, llama_rows
 from labml_nn.transformers.moe import MoE, MoEStats
 
@@ -125,18 +124,13 @@ class Mixtral(Transformer):
     # As Llama's: $\mathcal{N}(0, 0.02^2)$ for every matrix, the experts' included, gains at one, and the matrices
     # that write into the residual stream (`wo` and each expert's `w2`) scaled down by $\sqrt{2 n_{layers}}$.
     def init_weights(self) -> None:
-        std = 0.02
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+        super().init_weights()
         for layer in self.layers:
-            experts = layer.feed_forward.experts
-            for weight in (experts.w1, experts.w3):
-                nn.init.normal_(weight, mean=0.0, std=std)
-            for weight in (layer.attention.wo.weight, experts.w2):
-                nn.init.normal_(weight, mean=0.0, std=std / math.sqrt(2 * self.n_layers))
+            for weight in (layer.feed_forward.experts.w1, layer.feed_forward.experts.w3):
+                nn.init.normal_(weight, mean=0.0, std=0.02)
+
+    def residual_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
+        return layer.attention.wo.weight, layer.feed_forward.experts.w2
 
     def forward_with_stats(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[MoEStats]]:
         """Logits `[batch, seq, vocab_size]` of `tokens` `[batch, seq]`, and each layer's `MoEStats`."""
