@@ -314,3 +314,28 @@ def peak_memory_increase(activation_checkpointing: bool) -> int:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     loss_of(model, tokens, tokens)[1].backward()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+
+
+def saved_activation_bytes(activation_checkpointing: bool) -> int:
+    """Bytes of the tensors that autograd keeps for the backward pass of the same model and batch, counted as they
+    are saved (each storage once): what activation checkpointing is meant to shrink."""
+    from labml_nn.transformers.llama import ModelArgs, Transformer
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs(dim=128, n_layers=16, n_heads=4, vocab_size=64, multiple_of=16, max_seq_len=1024))
+    if activation_checkpointing:
+        checkpoint_layers(model)
+    tokens = torch.randint(0, 64, (2, 1024))
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = loss_of(model, tokens, tokens)[1]
+    loss.backward()
+    return sum(storages.values())

@@ -162,8 +162,15 @@ def test_activation_checkpointing_lowers_measured_peak_memory():
                               f"print(w.peak_memory_increase({flag}))"],
                              env=env, capture_output=True, text=True, timeout=120, check=True)
         peaks[flag] = int(out.stdout.split()[-1])
-    # 16 layers' activations against their inputs and one layer's: well under half
-    assert peaks[True] < 0.5 * peaks[False], peaks
+    # 16 layers' activations against their inputs and one layer's: well under half. The process's peak is the
+    # measure that matters but depends on the allocator (on a busy machine both growths once read 0), so the bytes
+    # autograd saves for the backward pass, counted exactly, are checked too.
+    assert peaks[True] <= peaks[False], peaks
+    if peaks[False] > 0:
+        assert peaks[True] < 0.5 * peaks[False], peaks
+    from parallel_workers import saved_activation_bytes
+    saved = {flag: saved_activation_bytes(flag) for flag in (False, True)}
+    assert saved[True] < 0.5 * saved[False], saved
 
 
 # ## The trainer: --tp, --fsdp, --activation-checkpointing and sharded checkpoints, from the command line
