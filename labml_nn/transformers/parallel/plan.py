@@ -39,9 +39,11 @@ FSDP (ZeRO-3) divides it by $d$ too, at the price of gathering the weights befor
 the backward pass, for a sequence of $s$ tokens, micro-batch $b$, width $h$ and $a$ heads, in 16-bit with 1-byte
 dropout masks:
 
-$$sbh\Big(34 + 5\frac{a s}{h}\Big) \quad\text{one GPU}, \qquad
-sbh\Big(10 + \frac{24}{t} + 5\frac{a s}{h t}\Big) \quad\text{tensor parallel}, \qquad
-\frac{sbh}{t}\Big(34 + 5\frac{a s}{h}\Big) \quad\text{and sequence parallel}$$
+$$\begin{aligned}
+&sbh\Big(34 + 5\frac{a s}{h}\Big) && \text{one GPU,} \\
+&sbh\Big(10 + \frac{24}{t} + 5\frac{a s}{h t}\Big) && \text{tensor parallel,} \\
+&\frac{sbh}{t}\Big(34 + 5\frac{a s}{h}\Big) && \text{and sequence parallel}
+\end{aligned}$$
 
 The $5as/h$ term is the attention matrix (scores, softmax, dropout mask); the 10 of the tensor-parallel form are
 the norms' and dropouts' tensors that tensor parallelism leaves whole on every GPU, and that sequence parallelism
