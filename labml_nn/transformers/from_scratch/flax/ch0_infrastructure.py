@@ -201,7 +201,9 @@ def copy_from_torch(model: nnx.Module, torch_model) -> None:
                 module = (module.layers if isinstance(module, nnx.Sequential) else module)[int(part)]
             else:
                 module = getattr(module, part)
-        value = jnp.asarray(tensor.detach().cpu().numpy())
+        # Through a copy: `numpy()` shares the tensor's memory, and JAX may read it asynchronously, after PyTorch
+        # has changed the tensor in place (an optimizer step), taking a half-updated value.
+        value = jnp.asarray(tensor.detach().cpu().numpy().copy())
         if isinstance(module, nnx.Linear) and field == "weight":
             module.kernel[...] = value.T
         elif isinstance(module, nnx.Embed) and field == "weight":
