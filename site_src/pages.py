@@ -26,7 +26,7 @@ from site_src.splitter import Module, Section, split
 PACKAGE = "labml_nn"
 
 # Reading order of the modules in `labml_nn.transformers` (and of their experiments); others follow alphabetically.
-READING_ORDER = ["from_scratch", "utils", "mha", "positional_encoding", "rope", "feed_forward", "models", "configs",
+READING_ORDER = ["utils", "mha", "positional_encoding", "rope", "feed_forward", "models", "configs",
                  "gpt", "label_smoothing_loss", "llama", "hf_checkpoints", "bert", "t5", "moe", "llava",
                  "flash_attention", "parallel", "experiments"]
 # Reading order of the shared experiment machinery in `labml_nn.experiments`; others follow alphabetically.
