@@ -60,6 +60,14 @@ def run(batch: int, seq: int, d_model: int, heads: int, device: torch.device, dt
                                                            need_weights=False)[0],
     }
     x = torch.randn(batch, seq, d_model, device=device, dtype=dtype, requires_grad=True)
+    return interleaved_medians(candidates, x, device, rounds, warmup)
+
+
+# Each round times every candidate once, so that drift in the machine's speed hits them alike; the first `warmup`
+# rounds are dropped. (The MoE benchmark uses this too.)
+def interleaved_medians(candidates: dict, x: torch.Tensor, device: torch.device, rounds: int,
+                        warmup: int) -> dict[str, float]:
+    """Median seconds of a forward and backward pass of each candidate on `x`."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for round_ in range(warmup + rounds):
         for name, fn in candidates.items():

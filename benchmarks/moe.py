@@ -17,26 +17,13 @@ tokens, with fused gate and up projections), so it is no longer several times th
 as fast as it would mean beating the dense network with the same arithmetic.
 """
 import argparse
-import statistics
-import time
 
 import torch
 
+# The timing loop of the attention benchmark (`python benchmarks/moe.py` runs with `benchmarks/` on the path).
+from attention import interleaved_medians
 from labml_nn.transformers.feed_forward import FeedForward
 from labml_nn.transformers.moe import MoE
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_step(fn, x: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn(x).sum().backward()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def hugging_face_block(moe: MoE, d_model: int, d_ff: int, n_experts: int, top_k: int):
@@ -71,13 +58,7 @@ def run(tokens: int, d_model: int, d_ff: int, n_experts: int, top_k: int, device
     if theirs is not None:
         candidates["HF MixtralSparseMoeBlock"] = theirs.to(device, dtype)
     x = torch.randn(1, tokens, d_model, device=device, dtype=dtype, requires_grad=True)
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_ in range(warmup + rounds):
-        for name, fn in candidates.items():
-            elapsed = time_step(fn, x, device)
-            if round_ >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved_medians(candidates, x, device, rounds, warmup)
 
 
 def main() -> None:
