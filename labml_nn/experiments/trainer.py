@@ -895,9 +895,10 @@ class Trainer:
             # A run stopped during an evaluation evaluates again before it goes on, so that its metrics are an
             # uninterrupted run's.
             if self._pending_record is not None and val is not None:
-                record, self._pending_record = self._pending_record, None
-                record["val_loss"] = self.evaluate(val)
-                self._append_record(record)
+                val_loss = self.evaluate(val)
+                with self.stop.deferred():
+                    record, self._pending_record = {**self._pending_record, "val_loss": val_loss}, None
+                    self._append_record(record)
             if self.step == 0 and val is not None and c.eval_every > 0:
                 self._append_record({"step": 0, "val_loss": self.evaluate(val)})
             steps_before = self.step
@@ -919,18 +920,20 @@ class Trainer:
                     if logged:
                         interval_time = self._end_interval()
                         record = self._log(bar, self.tokens - interval_tokens, interval_time)
-                if logged:
-                    if evaluate:
-                        # Until the evaluation completes, the record is pending: a stop signal during it writes
-                        # the record into the checkpoint, not into the metrics.
-                        self._pending_record = record
-                        record["val_loss"] = self.evaluate(val)
-                        self._pending_record = None
+                        # A record waiting for its evaluation is pending: a stop signal during the evaluation
+                        # writes it into the checkpoint, and the resumed run evaluates it.
+                        if evaluate:
+                            self._pending_record = record
+                        else:
+                            self._append_record(record)
+                if logged and evaluate:
+                    val_loss = self.evaluate(val)
+                    # Recording it must not be cut short either: the record is in the metrics or still pending.
+                    with self.stop.deferred():
+                        record, self._pending_record = {**record, "val_loss": val_loss}, None
                         self._append_record(record)
-                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
-                                        tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
-                    else:
-                        self._append_record(record)
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
+                                    tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
                 if save:
                     with self.stop.deferred():
                         self._checkpoint_if_finite()
