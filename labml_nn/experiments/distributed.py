@@ -100,6 +100,9 @@ def setup(device_name: str = "auto") -> DistributedContext:
 def teardown(ctx: DistributedContext) -> None:
     """Leave the process group (a no-op for a single process)."""
     if ctx.is_distributed and dist.is_initialized():
+        # Every process reaches this point before any leaves: gloo aborts a process whose peer tears the group
+        # down while it is still in a collective ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
