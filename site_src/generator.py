@@ -65,7 +65,9 @@ def generate(root: Path, use_directory_urls: bool = True, docs_dir: Path | None 
             link = f"{experiment_page}#{results.ANCHOR}"
             if page.page == experiment_page:
                 appendix = results.markdown(recorded[experiment], page.page)
-        site.files[page.page] = pages.page_markdown(page, module_pages, appendix, link)
+        if page.host is None:
+            # An alternate (the JAX/Flax version of a chapter) is read in its host's code column.
+            site.files[page.page] = pages.page_markdown(page, module_pages, appendix, link)
         site.files[page.api_page] = pages.api_markdown(page)
         site.not_in_nav.add(page.api_page)
         site.files[page.source_copy] = page.source

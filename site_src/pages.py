@@ -29,6 +29,10 @@ PACKAGE = "labml_nn"
 READING_ORDER = ["utils", "mha", "positional_encoding", "rope", "feed_forward", "models", "configs",
                  "gpt", "label_smoothing_loss", "llama", "hf_checkpoints", "bert", "t5", "moe", "llava",
                  "flash_attention", "parallel", "experiments"]
+# A subpackage whose modules are other frameworks' versions of its parent's modules: `labml_nn.X.flax.Y` is shown
+# in the code column of `labml_nn.X.Y`'s page, in a tab beside the PyTorch code, rather than as a page of its own.
+ALTERNATES = {"flax": "JAX/Flax"}
+MAIN_FRAMEWORK = "PyTorch"
 # Reading order of the shared experiment machinery in `labml_nn.experiments`; others follow alphabetically.
 MACHINERY_ORDER = ["config", "data", "trainer", "checkpoint", "logging", "plots", "cli"]
 
@@ -50,6 +54,26 @@ class ModulePage:
     symbols: symbols.ModuleIndex | None = None  # definitions and resolved references
     anchors_at_sections: dict[int, list[str]] = field(default_factory=dict)  # section index -> ids placed there
     anchors_in_code: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)  # position -> (text, id)
+    # The same module in another framework, shown in this page's code column, and which of its sections go
+    # beside each of this page's sections.
+    alternate: ModulePage | None = None
+    alternate_rows: list[list[int]] = field(default_factory=list)
+    # For an alternate: the page that shows it, and the framework's name and anchor prefix (`flax-`).
+    host: ModulePage | None = None
+    framework: str = ""
+
+    @property
+    def anchor_prefix(self) -> str:
+        return f"{self.framework_key}-" if self.host is not None else ""
+
+    @property
+    def framework_key(self) -> str:
+        return self.name.split(".")[-2] if self.host is not None else "pytorch"
+
+    @property
+    def shown_at(self) -> str:
+        """The annotated page where this module is read: its own, or its host's."""
+        return self.host.page if self.host is not None else self.page
 
     @property
     def title(self) -> str:
@@ -141,8 +165,49 @@ def discover(root: Path) -> list[ModulePage]:
     for page in pages:
         page.symbols = index[page.name]
         _place_anchors(page)
+    _attach_alternates(by_name)
     ordered = sorted(pages, key=lambda p: reading_key(p.name))
     return [p for p in ordered if p.name != PACKAGE]
+
+
+def _attach_alternates(by_name: dict[str, ModulePage]) -> None:
+    for name, page in by_name.items():
+        parent, _, module = name.rpartition(".")
+        package, _, framework = parent.rpartition(".")
+        host = by_name.get(f"{package}.{module}")
+        if framework in ALTERNATES and not page.is_package and host is not None and not host.is_package:
+            page.host, page.framework = host, ALTERNATES[framework]
+            host.alternate = page
+            host.alternate_rows = align_sections(host.module.sections, page.module.sections)
+
+
+def _section_key(section: Section, index: int) -> str:
+    """What identifies a section across the two versions of a module: the first line of its notes, without the
+    heading's `#`s (the introductions always pair)."""
+    if index == 0:
+        return "<introduction>"
+    first = next((line for line in section.notes.split("\n") if line.strip()), "")
+    return re.sub(r"^#+\s*", "", first).strip().lower()
+
+
+def align_sections(main: list[Section], other: list[Section]) -> list[list[int]]:
+    """For each section of `main`, the indices of the sections of `other` to show beside it, every section of
+    `other` exactly once and in order. Sections whose notes start alike pair up (a longest common subsequence of
+    their first lines); a run of unmatched sections on both sides pairs up in order, and the other's extra
+    sections join the main section before them."""
+    import difflib
+
+    main_keys = [_section_key(s, i) for i, s in enumerate(main)]
+    other_keys = [_section_key(s, i) for i, s in enumerate(other)]
+    rows: list[list[int]] = [[] for _ in main]
+    matcher = difflib.SequenceMatcher(None, main_keys, other_keys, autojunk=False)
+    for _, i1, i2, j1, j2 in matcher.get_opcodes():
+        paired = min(i2 - i1, j2 - j1)
+        for k in range(paired):
+            rows[i1 + k].append(j1 + k)
+        last = i1 + paired - 1 if paired else i1 - 1
+        rows[max(last, 0)].extend(range(j1 + paired, j2))
+    return rows
 
 
 def reading_key(name: str) -> tuple:
@@ -241,7 +306,8 @@ def page_markdown(page: ModulePage, pages: list[ModulePage], appendix: str = "",
         header = []
     for i, section in enumerate(sections):
         sid = section_id(section)
-        kind = "" if section.notes and section.code else " lnn-code-only" if section.code else " lnn-notes-only"
+        has_code = bool(section.code) or bool(page.alternate and page.alternate_rows[i])
+        kind = "" if section.notes and has_code else " lnn-code-only" if has_code else " lnn-notes-only"
         if not kind and (i == 0 or FIGURE.search(section.notes)):
             # The introduction, and notes with a figure, take the whole width (figures and wide equations are
             # legible), and their code follows below them in the code column.
@@ -258,14 +324,80 @@ def page_markdown(page: ModulePage, pages: list[ModulePage], appendix: str = "",
         if i == 0:
             out += _children_table(page, pages)
         out += ["</div>", "", '<div class="lnn-code" markdown>', ""]
-        for block in section.code:
-            fence = _fence(block.text)
-            out += [f'{fence}python linenums="{block.line}"', block.text, fence, ""]
+        out += _code_column(page, i) if page.alternate else _code_blocks(section)
         out += ["</div>", "", "</div>", ""]
     if appendix:
         out += [appendix, ""]
     out += ["</div>", ""]
     return "\n".join(out)
+
+
+def _code_blocks(section: Section, alternate: bool = False) -> list[str]:
+    """Fenced code with the file's line numbers; an alternate's blocks carry the class `lnn-alt`, so that their
+    names are linked from the alternate's symbols."""
+    out = []
+    for block in section.code:
+        fence = _fence(block.text)
+        info = f'{{.python .lnn-alt linenums="{block.line}"}}' if alternate else f'python linenums="{block.line}"'
+        out += [f"{fence}{info}", block.text, fence, ""]
+    return out
+
+
+def _code_column(page: ModulePage, i: int) -> list[str]:
+    """The code column of a page with an alternate: tabs, one per framework (material's content tabs, linked,
+    so that choosing JAX/Flax once switches every section, on every page), the alternate's tab holding the
+    sections aligned with this one, each with its own notes where they say something this section's do not."""
+    section, alternate = page.module.sections[i], page.alternate
+    theirs: list[str] = []
+    for j in page.alternate_rows[i]:
+        other = alternate.module.sections[j]
+        theirs += [f'<span class="lnn-def" id="{alternate.anchor_prefix}{name}"></span>'
+                   for name in alternate.anchors_at_sections.get(j, [])]
+        notes = alternate_notes(other.notes, section.notes if j else None, alternate.anchor_prefix)
+        if notes:
+            theirs += ['<div class="lnn-alt-notes" markdown>', "", notes, "", "</div>", ""]
+        theirs += _code_blocks(other, alternate=True)
+    ours = _code_blocks(section)
+    if not ours and not theirs:
+        return []
+    missing = ['<p class="lnn-alt-none">No {} code for this part{}.</p>', ""]
+    if not ours:
+        ours = [missing[0].format(MAIN_FRAMEWORK, ""), ""]
+    if not theirs:
+        theirs = [missing[0].format(alternate.framework, f": the {alternate.framework} chapter imports what does not "
+                                    f"depend on the framework from this one"), ""]
+    sid = section_id(section)
+    tabs = [(MAIN_FRAMEWORK, "pytorch", ours), (alternate.framework, alternate.framework_key, theirs)]
+    checked = ['checked="checked" '] + [""] * (len(tabs) - 1)
+    inputs = "".join(f'<input {check}id="lnn-{sid}-{key}" name="lnn-{sid}" type="radio" />'
+                     for check, (_, key, _) in zip(checked, tabs))
+    labels = "".join(f'<label for="lnn-{sid}-{key}">{html.escape(label)}</label>' for label, key, _ in tabs)
+    out = [f'<div class="tabbed-set tabbed-alternate lnn-frameworks" data-tabs="{i + 1}:{len(tabs)}" markdown>',
+           inputs, f'<div class="tabbed-labels">{labels}</div>', '<div class="tabbed-content" markdown>', ""]
+    for _, key, content in tabs:
+        out += [f'<div class="tabbed-block" data-framework="{key}" markdown>', "", *content, "</div>", ""]
+    return out + ["</div>", "</div>", ""]
+
+
+HEADING = re.compile(r"^#{1,6}\s+(.*)$", re.M)
+AUTHOR_ANCHOR = re.compile(r'(<a id=")([^"]+)(")|(\]\(#)([^)]+)(\))')
+
+
+def alternate_notes(notes: str, main_notes: str | None, prefix: str) -> str:
+    """An alternate section's notes as shown in its tab: nothing where they repeat `main_notes` (the notes beside
+    them), without the heading they share, other headings as bold lines (the page's outline is the main
+    version's), and their own anchors and in-page links prefixed. `main_notes` is `None` for the introduction,
+    whose title is dropped."""
+    lines = notes.strip().split("\n")
+    main_lines = (main_notes or "").strip().split("\n")
+    if main_notes is None or (HEADING.match(lines[0]) and lines[0].strip().lower() == main_lines[0].strip().lower()):
+        lines, main_lines = lines[1:], main_lines[1:]
+    text, main_text = "\n".join(lines).strip(), "\n".join(main_lines).strip()
+    if text == main_text or not text:
+        return ""
+    text = HEADING.sub(lambda m: f"**{m.group(1)}**", text)
+    return AUTHOR_ANCHOR.sub(lambda m: (f"{m[1]}{prefix}{m[2]}{m[3]}" if m[1] else f"{m[4]}{prefix}{m[5]}{m[6]}"),
+                             text)
 
 
 # A Markdown image, `![alt](src)`, or an HTML one.
@@ -278,6 +410,13 @@ def _header(page: ModulePage, results_link: str | None = None) -> list[str]:
     if page.notebook:
         notebook = relative_file(page.notebook, page.page)
         links.append(f'[Notebook]({notebook} "The experiment as a Jupyter notebook"){{ .lnn-link download }}')
+    alternate = page.alternate
+    if alternate is not None:
+        links.append(f'[{alternate.framework} source]({relative_file(alternate.source_copy, page.page)} '
+                     f'"{alternate.source_path}"){{ .lnn-link }}')
+        if alternate.notebook:
+            links.append(f'[{alternate.framework} notebook]({relative_file(alternate.notebook, page.page)} '
+                         f'"The {alternate.framework} version as a Jupyter notebook"){{ .lnn-link download }}')
     links.append(f"[API reference]({relative_file(page.api_page, page.page)}){{ .lnn-link }}")
     if results_link:
         target, _, anchor = results_link.partition("#")
@@ -302,12 +441,12 @@ def _children_table(page: ModulePage, pages: list[ModulePage]) -> list[str]:
     prefix = page.name + "."
     children = [p for p in pages if p.name.startswith(prefix) and "." not in p.name[len(prefix):]]
     notes = "\n".join(s.notes for s in page.module.sections)
-    if not children or any(child.page in notes for child in children):
+    if not children or any(child.shown_at in notes for child in children):
         # The package's own notes already guide the reader through its modules.
         return []
     out = ["| Module | What it is |", "| --- | --- |"]
     for child in children:
-        out.append(f"| [{_cell(child.title)}]({relative_file(child.page, page.page)}) | {_cell(child.summary)} |")
+        out.append(f"| [{_cell(child.title)}]({relative_file(child.shown_at, page.page)}) | {_cell(child.summary)} |")
     return out + [""]
 
 
@@ -317,7 +456,7 @@ def _cell(text: str) -> str:
 
 def api_markdown(page: ModulePage) -> str:
     """The API reference page of a module, rendered by mkdocstrings from the docstrings."""
-    annotated = relative_file(page.page, page.api_page)
+    annotated = relative_file(page.shown_at, page.api_page)
     return "\n".join([
         # Not in the search index: the annotated page holds the same docstrings and code, with the explanations.
         front_matter(f"{page.title} (API)", page.summary, hide_toc=False, searchable=False), "",
@@ -342,6 +481,8 @@ def module_map_markdown(pages: list[ModulePage], from_page: str) -> str:
     """The map of modules in reading order (for the home page)."""
     out = ["| Module | What it is |", "| --- | --- |"]
     for page in pages:
+        if page.host is not None:
+            continue
         depth = page.name.count(".") - 2
         indent = "&emsp;" * max(depth, 0)
         out.append(f"| {indent}[{_cell(page.title)}]({relative_file(page.page, from_page)}) | {_cell(page.summary)} |")
@@ -352,6 +493,8 @@ def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> 
     """The mkdocs `nav`: the home page, the modules in reading order (packages as sections), then the API index."""
     tree: dict = {}
     for page in pages:
+        if page.host is not None:
+            continue
         parts = page.name.split(".")[1:]
         node = tree
         for part in parts[:-1] if not page.is_package else parts:
@@ -385,6 +528,10 @@ def navigation(pages: list[ModulePage], extra_top: list, extra_bottom: list) -> 
 # HTML post-processing of the annotated pages: links from names in the code to their definitions, and anchors
 
 CODE_BLOCK = re.compile(r'(<code>)(<span class="linenos" data-linenos="\s*(\d+)\s*"></span>.*?)(</code>)', re.S)
+# The same, with the classes of the block (`lnn-alt` marks an alternate's code).
+HIGHLIGHTED_CODE_BLOCK = re.compile(r'(<div class="([^"]*)"><pre[^>]*><span></span>(<code>))'
+                                    r'(<span class="linenos" data-linenos="\s*(\d+)\s*"></span>.*?)(</code>)', re.S)
+TAB_INPUTS = re.compile(r"<p>((?:<input [^>]*>)+)</p>")
 HTML_PIECE = re.compile(r"(<[^>]*>)|([^<]+)")
 SECTION_OPEN = re.compile(r'<div class="lnn-section[\w -]*" id="(L\d+)">')
 
@@ -398,33 +545,47 @@ class Linker:
         self.use_directory_urls = use_directory_urls
 
     def href(self, target: symbols.Target, from_page: ModulePage) -> str | None:
+        """The link to `target` from the annotated page `from_page`; a name of an alternate goes to its place in
+        the host's page."""
         page = self.pages.get(target.module)
         if page is None:
             return None
         anchor = target.qualname
+        if page.host is not None:
+            page, anchor = page.host, page.anchor_prefix + anchor if anchor else None
         if page is from_page:
             return f"#{anchor}" if anchor else None
         return relative_url(page.page + (f"#{anchor}" if anchor else ""), from_page.page, self.use_directory_urls)
+
+    def _links(self, module: ModulePage, page: ModulePage, taken: set[str]) -> dict:
+        """Position in `module`'s source -> (name, opening tag, closing tag) for its code on `page`."""
+        links: dict[tuple[int, int], tuple[str, str, str]] = {}
+        for position, (text, target) in module.symbols.references.items():
+            href = self.href(target, page)
+            if href is not None:
+                links[position] = (text, f'<a class="lnn-xref" href="{html.escape(href)}">', "</a>")
+        # An id the page already has (a heading's slug: `## Main` above `def main`) marks the same place: keep it.
+        for position, (text, anchor) in module.anchors_in_code.items():
+            anchor = module.anchor_prefix + anchor
+            if anchor not in taken:
+                links[position] = (text, f'<span class="lnn-def" id="{html.escape(anchor)}">', "</span>")
+        return links
 
     def process(self, page_path: str, content: str) -> str:
         page = self.by_page.get(page_path)
         if page is None:
             return content
-        links: dict[tuple[int, int], tuple[str, str]] = {}
-        for position, (text, target) in page.symbols.references.items():
-            href = self.href(target, page)
-            if href is not None:
-                links[position] = (text, f'<a class="lnn-xref" href="{html.escape(href)}">', "</a>")
-        # An id the page already has (a heading's slug: `## Main` above `def main`) marks the same place: keep it.
         taken = set(re.findall(r'\bid="([^"]+)"', content))
-        for position, (text, anchor) in page.anchors_in_code.items():
-            if anchor not in taken:
-                links[position] = (text, f'<span class="lnn-def" id="{html.escape(anchor)}">', "</span>")
+        links = self._links(page, page, taken)
+        alternate_links = self._links(page.alternate, page, taken) if page.alternate else {}
 
         def block(match: re.Match) -> str:
-            return match.group(1) + _link_code(match.group(2), int(match.group(3)), links) + match.group(4)
+            used = alternate_links if "lnn-alt" in match.group(2).split() else links
+            return match.group(1) + _link_code(match.group(4), int(match.group(5)), used) + match.group(6)
 
-        content = CODE_BLOCK.sub(block, content)
+        content = HIGHLIGHTED_CODE_BLOCK.sub(block, content)
+        # Markdown wraps the tabs' radio buttons in a paragraph; material's styles need them children of the set.
+        content = TAB_INPUTS.sub(r"\1", content)
         ids = page.section_ids
         placed = {ids[i]: [n for n in names if n not in taken] for i, names in page.anchors_at_sections.items()}
 

@@ -46,7 +46,8 @@ def browser():
 
 @pytest.fixture(scope="session")
 def module_pages() -> list[pages.ModulePage]:
-    return pages.discover(REPO)
+    # The pages of the site: an alternate (a chapter in JAX/Flax) is shown on its host's page.
+    return [page for page in pages.discover(REPO) if page.host is None]
 
 
 class Watcher:
@@ -405,3 +406,31 @@ def test_a_formula_too_wide_for_the_notes_widens_its_section(server, context_for
     page.evaluate("() => window.lnnWiden()")
     assert page.evaluate(f"() => {section}.classList.contains('lnn-wide')")
     assert not page.evaluate(FIT)["math"]
+
+
+SHOWN_FRAMEWORKS = """() => [...new Set([...document.querySelectorAll('.lnn-frameworks .tabbed-block')]
+  .filter(b => b.offsetParent !== null).map(b => b.dataset.framework))]"""
+
+
+def test_the_jax_flax_tab_switches_every_section_of_every_chapter(server, context_for):
+    context, _ = context_for(1440, 900)
+    page = open_page(context, server.url + "transformers/from_scratch/ch3_multi_head/")
+    assert page.evaluate(SHOWN_FRAMEWORKS) == ["pytorch"]
+    # Every section with code has the two tabs.
+    assert page.evaluate("() => [...document.querySelectorAll('.lnn-section')]"
+                         ".every(s => !s.querySelector('pre') || s.querySelector('.lnn-frameworks'))")
+    page.locator(".lnn-frameworks .tabbed-labels label", has_text="JAX/Flax").nth(1).click()
+    page.wait_for_function(f"() => ({SHOWN_FRAMEWORKS})().join() === 'flax'", timeout=5_000)
+    page.locator("#flax-MultiHeadAttention").scroll_into_view_if_needed()
+    screenshot(page, "from-scratch-ch3-flax-1440.png")
+    # The choice is remembered on the next chapter.
+    page.goto(server.url + "transformers/from_scratch/ch4_block/", wait_until="load")
+    page.wait_for_function(f"() => ({SHOWN_FRAMEWORKS})().join() === 'flax'", timeout=5_000)
+    # Back to PyTorch; then a link to a Flax definition opens the JAX/Flax tabs and shows it.
+    page.locator(".lnn-frameworks .tabbed-labels label", has_text="PyTorch").first.click()
+    page.wait_for_function(f"() => ({SHOWN_FRAMEWORKS})().join() === 'pytorch'", timeout=5_000)
+    page.goto(server.url + "transformers/from_scratch/ch2_self_attention/#flax-Head", wait_until="load")
+    page.wait_for_function("() => { const e = document.getElementById('flax-Head');"
+                           " const r = e && e.getBoundingClientRect();"
+                           " return r && e.closest('.tabbed-block').offsetParent !== null && r.top >= 0 && r.top < 900; }", timeout=5_000)
+    assert page.evaluate(SHOWN_FRAMEWORKS) == ["flax"]

@@ -35,7 +35,16 @@ def html_files(site: Path) -> list[Path]:
 
 def test_one_page_per_module_with_every_section(site, module_pages):
     assert len(module_pages) >= 10
+    alternates = 0
     for module in module_pages:
+        if module.host is not None:
+            # The JAX/Flax version of a chapter has no page: every line of it is in its host's JAX/Flax tabs.
+            assert not page_file(site, module.page).exists(), module.page
+            text = page_file(site, module.host.page).read_text(encoding="utf-8")
+            assert _code_lines(text, alternate=True) == _source_lines(module), module.source_path
+            assert page_file(site, module.api_page).exists()
+            alternates += 1
+            continue
         built = page_file(site, module.page)
         assert built.exists(), f"{module.source_path} has no page at {built}"
         text = built.read_text(encoding="utf-8")
@@ -43,9 +52,7 @@ def test_one_page_per_module_with_every_section(site, module_pages):
         assert sections == module.section_ids, module.source_path
         assert len(sections) == len(module.module.sections)
         # Every code line of the module is on the page with its own line number.
-        numbers = [int(n) for n in re.findall(r'data-linenos="\s*(\d+)\s*"', text)]
-        expected = [b.line + i for s in module.module.sections for b in s.code for i in range(len(b.lines))]
-        assert numbers == expected, module.source_path
+        assert _code_lines(text) == _source_lines(module), module.source_path
         # Title and description from the front matter.
         if module.module.title:
             assert f"<title>{_html(module.module.title)}" in text
@@ -53,6 +60,19 @@ def test_one_page_per_module_with_every_section(site, module_pages):
             description = re.search(r'<meta name="description" content="([^"]*)">', text)
             assert html.unescape(description.group(1)) == module.module.summary
         assert page_file(site, module.api_page).exists()
+    # The six chapters of the from-scratch track, in JAX/Flax.
+    assert alternates == 6
+
+
+def _code_lines(text: str, alternate: bool = False) -> list[int]:
+    """The line numbers of the page's code blocks: the module's own, or (`alternate`) those of its JAX/Flax tabs."""
+    blocks = re.findall(r'<div class="language-python( lnn-alt)? highlight"><pre>(.*?)</pre>', text, re.S)
+    return [int(n) for marker, block in blocks if bool(marker) == alternate
+            for n in re.findall(r'data-linenos="\s*(\d+)\s*"', block)]
+
+
+def _source_lines(module: pages.ModulePage) -> list[int]:
+    return [b.line + i for s in module.module.sections for b in s.code for i in range(len(b.lines))]
 
 
 def _html(text: str) -> str:
@@ -126,6 +146,8 @@ def test_math_is_rendered_at_build_time(site, module_pages):
         assert 'class="arithmatex">\\(' not in text and 'class="arithmatex">\\[' not in text, path
         raw = [t.strip()[:80] for t in prose(path) if RAW_TEX.search(t)]
         assert not raw, f"{path.relative_to(site)}: TeX left in the text: {raw}"
+        # `$$...$$` written under a line of text is read as inline math between two stray dollars.
+        assert '$<span class="arithmatex"' not in text, f"{path.relative_to(site)}: a `$` before a formula"
     mha = page_file(site, "transformers/mha.md").read_text(encoding="utf-8")
     assert mha.count('class="katex"') > 20
     assert 'class="katex-display"' in mha
@@ -176,7 +198,7 @@ def test_figures_notebooks_and_sources_are_generated(site, module_pages):
         if '__name__ == "__main__"' in experiment:
             assert re.search(r"main\((\[\]|\[\] if torch\.cuda\.is_available\(\) else \[.*\])\)$", code.rstrip())
             assert "__main__" not in code
-        page = page_file(site, module.page).read_text(encoding="utf-8")
+        page = page_file(site, module.shown_at).read_text(encoding="utf-8")
         assert "download" in page and Path(module.notebook).name in page
     for module in module_pages:
         assert (site / module.source_copy).read_text(encoding="utf-8") == module.source

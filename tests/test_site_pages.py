@@ -366,3 +366,72 @@ def test_minified_code_keeps_its_text_and_styled_tokens():
     assert code.count('<span class="o">') == 2 and code.count('<span class="p">') == 2 and 'data-linenos="3 "' in code
     # Outside code nothing is unwrapped, and only indentation is collapsed
     assert '<p><span class="n">prose</span></p>' in out and out.startswith("<div>\n<p>")
+
+
+def _sections(*notes: str) -> list:
+    from site_src.splitter import CodeBlock, Section
+    return [Section(notes=n, notes_line=i + 1, code=[CodeBlock(line=i + 1, text="x = 1")]) for i, n in enumerate(notes)]
+
+
+def test_alternate_sections_align_by_their_notes():
+    main = _sections("# Title", "## A", "`[batch]`", "## B, PyTorch only", "## C")
+    other = _sections("# Title (JAX/Flax)", "## A", "Flax's own remark", "`[batch]`", "## C", "## D, Flax only")
+    rows = pages.align_sections(main, other)
+    # Worked out by hand: the remark and D join the section before them, B has nothing beside it.
+    assert rows == [[0], [1, 2], [3], [], [4, 5]]
+
+
+def test_alternate_notes_say_only_what_the_main_notes_do_not():
+    assert pages.alternate_notes("## The model\n\nSame words.", "## The model\n\nSame words.", "flax-") == ""
+    assert pages.alternate_notes("## The model\n\nIn Flax, `nnx.List`.", "## The model\n\nThe heads.",
+                                 "flax-") == "In Flax, `nnx.List`."
+    assert pages.alternate_notes("## The device\n\nJAX picks it.", "## The command line", "flax-") \
+        == "**The device**\n\nJAX picks it."
+    assert pages.alternate_notes('<a id="copy"></a> See [above](#copy).', "Other.", "flax-") \
+        == '<a id="flax-copy"></a> See [above](#flax-copy).'
+    # The introduction: its title goes, the rest stays.
+    assert pages.alternate_notes("# 1. Bigram (JAX/Flax)\n\nKeys are explicit.", None, "flax-") == "Keys are explicit."
+
+
+def test_a_flax_module_is_shown_in_its_pytorch_twins_code_column(tmp_path):
+    package = tmp_path / "labml_nn" / "transformers" / "track"
+    (package / "flax").mkdir(parents=True)
+    (tmp_path / "labml_nn" / "__init__.py").write_text("")
+    (tmp_path / "labml_nn" / "transformers" / "__init__.py").write_text('"""\n# T\n"""\n')
+    (package / "__init__.py").write_text('"""\n# Track\n"""\n')
+    (package / "flax" / "__init__.py").write_text('"""\n# Track in Flax\n"""\n')
+    (package / "ch1.py").write_text('"""\n# 1. Heads\n"""\nimport math\n\n\n# ## The head\nclass Head:\n    pass\n\n\n'
+                                    '# ## PyTorch only\ndef to_library():\n    return Head()\n')
+    (package / "ch2.py").write_text('"""\n# 2. More\n"""\nfrom labml_nn.transformers.track.ch1 import Head\n')
+    (package / "flax" / "ch1.py").write_text('"""\n# 1. Heads (JAX/Flax)\n\nKeys.\n"""\nimport jax\n\n\n'
+                                             '# ## The head\nclass Head:\n    pass\n')
+    (package / "flax" / "ch2.py").write_text('"""\n# 2. More (JAX/Flax)\n"""\n'
+                                             'from labml_nn.transformers.track.flax.ch1 import Head\n')
+    found = {p.name: p for p in pages.discover(tmp_path)}
+    host, alternate = found["labml_nn.transformers.track.ch1"], found["labml_nn.transformers.track.flax.ch1"]
+    assert host.alternate is alternate and alternate.host is host and alternate.shown_at == host.page
+    assert host.alternate_rows == [[0], [1], []]
+    # No page, no place in the navigation: the Flax chapter is read in its twin's tabs.
+    nav = str(pages.navigation(list(found.values()), [], []))
+    assert "track/flax/ch1.md" not in nav and "track/ch1.md" in nav and "track/flax/index.md" in nav
+
+    md = markdown.Markdown(extensions=["md_in_html", "attr_list", "pymdownx.superfences", "pymdownx.highlight",
+                                       "pymdownx.arithmatex", "tables", "toc"],
+                           extension_configs={"pymdownx.highlight": {"linenums_style": "pymdownx-inline"},
+                                              "pymdownx.arithmatex": {"generic": True}})
+    linker = pages.Linker(list(found.values()))
+    html = linker.process(host.page, md.convert(pages.page_markdown(host, list(found.values())).split("---\n", 2)[2]))
+    labels = re.findall(r'<div class="tabbed-labels">(.*?)</div>', html)
+    assert len(labels) == 3 and all(">PyTorch</label>" in l and ">JAX/Flax</label>" in l for l in labels)
+    # Material's tabs need the radio buttons as children of the set, not in a paragraph.
+    assert re.search(r'lnn-frameworks" data-tabs="1:2">\n<input checked="checked"', html)
+    assert "<p><input" not in html
+    # The Flax definition has its own anchor; the introduction's Flax notes lose the title and keep the rest.
+    assert 'id="flax-Head"' in html and 'id="Head"' in html
+    assert '<div class="lnn-alt-notes">\n<p>Keys.</p>' in html and "(JAX/Flax)</h1>" not in html
+    assert html.count('class="lnn-alt-none"') == 1
+    # The Flax code of chapter 2 links to the Flax `Head`, in chapter 1's page.
+    ch2 = found["labml_nn.transformers.track.ch2"]
+    html2 = linker.process(ch2.page, md.convert(pages.page_markdown(ch2, list(found.values())).split("---\n", 2)[2]))
+    assert '<a class="lnn-xref" href="../ch1/#flax-Head">Head</a>' in html2
+    assert '<a class="lnn-xref" href="../ch1/#Head">Head</a>' in html2

@@ -27,3 +27,25 @@
   else widen();
   window.lnnWiden = widen;
 })();
+
+// A link to a name in a tab that is not shown (`#flax-Head` while the PyTorch code shows): its tab is clicked, as a
+// reader would, once material's tabs are set up, so that every tab set of the page follows and the choice is
+// remembered (`content.tabs.link`); then the name is scrolled into view.
+(() => {
+  function reveal() {
+    const id = decodeURIComponent(location.hash.slice(1));
+    const target = id ? document.getElementById(id) : null;
+    const block = target ? target.closest(".tabbed-block") : null;
+    if (!block) return;
+    const set = block.closest(".tabbed-set");
+    const index = Array.prototype.indexOf.call(block.parentElement.children, block);
+    const label = set.querySelectorAll(":scope > .tabbed-labels > label")[index];
+    if (!label || set.querySelectorAll(":scope > input")[index].checked) return;
+    label.click();
+    target.scrollIntoView();
+  }
+
+  addEventListener("hashchange", reveal);
+  if (typeof document$ !== "undefined") document$.subscribe(() => setTimeout(reveal));
+  else reveal();
+})();

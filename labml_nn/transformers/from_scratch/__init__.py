@@ -12,18 +12,20 @@ takes in ["Let's build GPT: from scratch, in code, spelled out"](https://www.you
 grown one idea at a time from a table of bigram counts to a GPT. Each chapter is one short file that reads top to
 bottom, adds one idea to the chapter before, and runs:
 
-| chapter | what it adds | PyTorch | JAX/Flax |
-|---|---|---|---|
-| 0. [The infrastructure](/transformers/from_scratch/ch0_infrastructure.md) | tokenizer, split, batches, the AdamW loop, the loss estimate, sampling; a unigram model | `python -m labml_nn.transformers.from_scratch.ch0_infrastructure` | [page](/transformers/from_scratch/flax/ch0_infrastructure.md) |
-| 1. [The bigram](/transformers/from_scratch/ch1_bigram.md) | the embedding table as next-character logits | `... .ch1_bigram` | [page](/transformers/from_scratch/flax/ch1_bigram.md) |
-| 2. [Self-attention](/transformers/from_scratch/ch2_self_attention.md) | the averaging trick; one head of scaled self-attention; positions | `... .ch2_self_attention` | [page](/transformers/from_scratch/flax/ch2_self_attention.md) |
-| 3. [Multi-head self-attention](/transformers/from_scratch/ch3_multi_head.md) | heads in parallel, concatenated and projected | `... .ch3_multi_head` | [page](/transformers/from_scratch/flax/ch3_multi_head.md) |
-| 4. [The transformer block](/transformers/from_scratch/ch4_block.md) | feed-forward network, residual connections, pre-norm layer norm, stacked | `... .ch4_block` | [page](/transformers/from_scratch/flax/ch4_block.md) |
-| 5. [Scaling up: the GPT](/transformers/from_scratch/ch5_gpt.md) | dropout, tied output layer, biased heads: the library's [GPT](/transformers/gpt/index.md) | `... .ch5_gpt --preset cpu` | [page](/transformers/from_scratch/flax/ch5_gpt.md) |
+| chapter | what it adds | command |
+|---|---|---|
+| 0. [The infrastructure](/transformers/from_scratch/ch0_infrastructure.md) | tokenizer, split, batches, the AdamW loop, the loss estimate, sampling; a unigram model | `python -m labml_nn.transformers.from_scratch.ch0_infrastructure` |
+| 1. [The bigram](/transformers/from_scratch/ch1_bigram.md) | the embedding table as next-character logits | `... .ch1_bigram` |
+| 2. [Self-attention](/transformers/from_scratch/ch2_self_attention.md) | the averaging trick; one head of scaled self-attention; positions | `... .ch2_self_attention` |
+| 3. [Multi-head self-attention](/transformers/from_scratch/ch3_multi_head.md) | heads in parallel, concatenated and projected | `... .ch3_multi_head` |
+| 4. [The transformer block](/transformers/from_scratch/ch4_block.md) | feed-forward network, residual connections, pre-norm layer norm, stacked | `... .ch4_block` |
+| 5. [Scaling up: the GPT](/transformers/from_scratch/ch5_gpt.md) | dropout, tied output layer, biased heads: the library's [GPT](/transformers/gpt/index.md) | `... .ch5_gpt --preset cpu` |
 
 Every chapter takes the same options (`--device`, `--max-steps`, `--seed`, `--out`, and `--eval-iters`,
 `--sample-chars`, `--prompt`, `--preset`) and writes `metrics.jsonl` (the loss estimates), `sample.txt` and
-`result.json` into `runs/from_scratch/<chapter>/<time>`. The JAX/Flax chapters run the same way,
+`result.json` into `runs/from_scratch/<chapter>/<time>`. Each chapter's page shows its JAX/Flax version in a
+second tab of the code column: choose **JAX/Flax** above any block of code, and every block of every chapter
+switches (the choice is remembered). The JAX/Flax chapters run the same way,
 `python -m labml_nn.transformers.from_scratch.flax.<chapter>`, after `pip install 'labml_nn[jax]'`.
 
 ## The loss, chapter by chapter
@@ -39,7 +41,7 @@ an embedding table with standard deviation $1/\sqrt{d}$, PyTorch with 1, which i
 and gets further in 5,000 steps).
 
 | chapter | parameters | train loss | validation loss | JAX/Flax: train, validation | the original reports |
-|---|---|---|---|---|---|
+|---|---|---|---|---|
 | 0. unigram | 65 | 3.313 | 3.360 | 3.309, 3.340 | |
 | 1. bigram | 4,225 | 2.561 | 2.567 (still falling) | 2.527, 2.526 | |
 | 1. bigram, `--preset original` (learning rate $10^{-2}$, 3,000 steps) | 4,225 | 2.465 | 2.487 | | about 2.49 |
@@ -62,9 +64,9 @@ original's 1.48; `--preset gpu` is the original's model, which needs a GPU.
 
 Every chapter also exists in JAX, with [Flax's NNX API](https://flax.readthedocs.io) for the modules and
 [Optax](https://optax.readthedocs.io) for AdamW, in [`flax/`](/transformers/from_scratch/flax/index.md): one file per chapter, the same
-classes, names and structure, each page linked to its PyTorch twin and back. What differs is explained on the
-[JAX pages](/transformers/from_scratch/flax/index.md): explicit random keys, pure functions compiled with `jit`, and where the parameters
-live. The tests (`tests/test_from_scratch.py`) copy the PyTorch weights of every chapter into the Flax model and
+classes, names and structure, shown on each chapter's page in the code column's **JAX/Flax** tab, with notes
+where the code differs. What differs overall is explained on the [JAX/Flax page](/transformers/from_scratch/flax/index.md): explicit
+random keys, pure functions compiled with `jit`, and where the parameters live. The tests (`tests/test_from_scratch.py`) copy the PyTorch weights of every chapter into the Flax model and
 check that
 
 * the logits and the loss agree to $10^{-5}$ in float32;
@@ -75,7 +77,7 @@ $\sqrt{\hat v}$ *after* the bias correction (Optax's `eps`, with `eps_root = 0`)
 (both libraries' default); the decoupled weight decay set to the same value (torch's default is $10^{-2}$,
 Optax's $10^{-4}$) and applied to the same parameters (here all of them: no Optax `mask`, one torch parameter
 group). Flax's layer norm must also be told PyTorch's $\epsilon = 10^{-5}$ and exact variance
-([chapter 4](/transformers/from_scratch/flax/ch4_block.md)).
+([chapter 4](/transformers/from_scratch/ch4_block.md), JAX/Flax tab).
 
 The two frameworks do not draw the same random numbers, so the same command trains a different model in each
 (different initial weights, batches and dropout masks); only the computation from the same weights is the same.
@@ -92,7 +94,7 @@ interleaved rounds of 100 steps, medians; the absolute rates are far below what 
 are the figures to read:
 
 | chapter | PyTorch steps/s | `nnx.jit` steps/s | `jax.jit` steps/s | `nnx.jit` / PyTorch | `jax.jit` / PyTorch |
-|---|---|---|---|---|---|
+|---|---|---|---|---|
 | 0. unigram | 497 | 303 | 2,661 | 0.61x | 5.4x |
 | 1. bigram | 223 | 137 | 1,033 | 0.62x | 4.6x |
 | 2. one head | 53 | 69 | 901 | 1.30x | 17x |

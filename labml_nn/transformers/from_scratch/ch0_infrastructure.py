@@ -29,7 +29,8 @@ and each would hide the five lines that are the point here. The track keeps its 
 a constant learning rate as the original does; the [GPT experiment](/transformers/experiments/gpt.md) trains
 the library's GPT, which [chapter 5](/transformers/from_scratch/ch5_gpt.md)'s model equals, through the trainer.
 
-The [JAX/Flax version of this chapter](/transformers/from_scratch/flax/ch0_infrastructure.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import argparse
@@ -195,7 +196,7 @@ def estimate_loss(model: nn.Module, data: Data, config: Config, device: torch.de
 #
 # AdamW is torch's default: $\beta = (0.9, 0.999)$, $\epsilon = 10^{-8}$ added to $\sqrt{\hat v}$ after the bias
 # correction, and weight decay `config.weight_decay` decoupled from the gradient and applied to every parameter.
-# The [JAX version](/transformers/from_scratch/flax/ch0_infrastructure.md) sets Optax's `adamw` to the same and takes the same steps.
+# The JAX version (the **JAX/Flax** tab) sets Optax's `adamw` to the same and takes the same steps.
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8,
                              weight_decay=config.weight_decay)

@@ -7,7 +7,9 @@ summary: "The token-embedding table as a table of next-character logits: each ch
 # 1. The bigram
 
 The simplest model that uses its input: the next character is predicted from the current one alone.
+
 $$p(x_{t+1} = j \mid x_t = i) = \text{softmax}(W_{i,:})_j$$
+
 $W$ is a $V \times V$ table, read with an embedding lookup: row $i$ holds the logits of every character that
 may follow character $i$. Training counts, in effect, which character follows which; the best table gives
 each row the frequencies of the next character after $i$ in the text.
@@ -18,7 +20,8 @@ chapter (preset `original`: a learning rate ten times larger) it reaches the ori
 holds, the model sees one character back. Every later chapter is a way to let a position
 read the ones before it.
 
-The [JAX/Flax version](/transformers/from_scratch/flax/ch1_bigram.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import torch

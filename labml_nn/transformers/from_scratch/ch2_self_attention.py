@@ -14,9 +14,13 @@ positions $1 \dots t$, and never from the future, which is what it predicts.
 The crudest gathering is the mean of the past: $\bar x_t = \frac{1}{t} \sum_{s \le t} x_s$. Written as a loop it
 is slow; written as a matrix product it is one operation. With $M$ the lower-triangular matrix of ones divided
 by each row's count,
+
 $$\bar X = M X, \qquad M_{ts} = \begin{cases}1/t & s \le t \\ 0 & s > t\end{cases}$$
+
 and the same $M$ is the softmax of a matrix that is 0 on and below the diagonal and $-\infty$ above it:
+
 $$M = \text{softmax}(S), \qquad S_{ts} = \begin{cases}0 & s \le t \\ -\infty & s > t\end{cases}$$
+
 That last form is the door to attention: replace the zeros by scores that depend on the data, and each position
 takes a weighted mean of the past in which it chooses the weights.
 
@@ -25,6 +29,7 @@ takes a weighted mean of the past in which it chooses the weights.
 Each position emits a **query** $q_t = x_t W_Q$ (what it looks for), a **key** $k_s = x_s W_K$ (what it
 offers) and a **value** $v_s = x_s W_V$ (what it gives if chosen). The score of $s$ for $t$ is $q_t \cdot k_s$,
 and the output is the mean of the values weighted by the softmax of the scores over $s \le t$:
+
 $$\text{head}(X) = \text{softmax}\Big(\frac{Q K^\top}{\sqrt{d_k}} + \text{mask}\Big) V$$
 
 **Why $1/\sqrt{d_k}$.** If the $d_k$ entries of $q$ and $k$ are independent with mean 0 and variance 1,
@@ -36,7 +41,8 @@ then listens to one other position only, and the softmax's gradient, $p(1 - p)$,
 Attention has no notion of order, so the model adds a learned **position embedding** to each character's
 embedding: the keys and queries can then depend on where a character is as well as on what it is.
 
-The [JAX/Flax version](/transformers/from_scratch/flax/ch2_self_attention.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import torch
@@ -117,7 +123,7 @@ class Head(nn.Module):
         seq = x.shape[1]
         # `[batch, seq, head_size]` each
         k, q, v = self.key(x), self.query(x), self.value(x)
-        # $$\frac{Q K^\top}{\sqrt{d_k}}$$ `[batch, seq, head_size] @ [batch, head_size, seq]` -> `[batch, seq, seq]`
+        # $\frac{Q K^\top}{\sqrt{d_k}}$: `[batch, seq, head_size] @ [batch, head_size, seq]` -> `[batch, seq, seq]`
         scores = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5
         # True = may attend: the key is not after the query
         causal = torch.tril(torch.ones(seq, seq, dtype=torch.bool, device=x.device))

@@ -9,7 +9,9 @@ summary: "Several heads of self-attention in parallel, their outputs concatenate
 One [head](/transformers/from_scratch/ch2_self_attention.md) computes one weighted mean per position: it can look for one kind of thing
 at a time (the previous vowel, say, or the start of the word). $h$ heads, each of size $d_k = d_{model} / h$,
 look for $h$ things at once for the same cost, and a linear projection $W_O$ mixes what they found:
+
 $$\text{MultiHead}(X) = \text{Concat}(\text{head}_1, \dots, \text{head}_h)\, W_O$$
+
 With the small recipe's 4 heads of 8 features, the loss drops below the single head's (measured on the
 [index](/transformers/from_scratch/index.md)).
 
@@ -18,7 +20,8 @@ heads' queries (and keys, and values), viewed as `[batch, heads, seq, d_head]`, 
 attention kernel. Here the heads stay separate modules, each the chapter-2 head, so that the sum is visible; the
 [last chapter](/transformers/from_scratch/ch5_gpt.md) shows that stacking their weights gives exactly the library's projections.
 
-The [JAX/Flax version](/transformers/from_scratch/flax/ch3_multi_head.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import torch

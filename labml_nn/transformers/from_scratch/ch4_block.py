@@ -20,16 +20,20 @@ shallow one at first, and each block learns a correction
 
 **Layer normalisation** ([Ba et al., 2016](https://arxiv.org/abs/1607.06450)) rescales each position's vector
 to mean 0 and variance 1 across its features, then applies a learned gain and bias $\gamma, \beta$:
+
 $$\text{LN}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta$$
+
 Here it is **pre-norm**, as in GPT-2 and the original: each sublayer reads a normalised copy of the residual
 stream, which itself is never normalised, so a final layer norm comes before the output layer
 ([pre-norm vs post-norm](/transformers/models.md#TransformerLayer)).
+
 $$x \leftarrow x + \text{MultiHead}(\text{LN}_1(x)), \qquad x \leftarrow x + \text{FFN}(\text{LN}_2(x))$$
 
 With the small recipe, `n_layer` blocks of 4 heads: the original reports about 2.08 with the residual
 connections (the [index](/transformers/from_scratch/index.md) has the measured figures).
 
-The [JAX/Flax version](/transformers/from_scratch/flax/ch4_block.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import torch

@@ -47,7 +47,8 @@ matrices stacked in order (head $h$ gives rows $h d_k$ to $(h + 1) d_k - 1$), an
 library then runs all heads at once with PyTorch's fused attention kernel, which is why it is the one to train
 at scale.
 
-The [JAX/Flax version](/transformers/from_scratch/flax/ch5_gpt.md) has the same structure and names.
+The code column has a second tab, **JAX/Flax**: the same chapter in JAX with Flax, with the same structure and
+names (choose it once and every chapter shows it).
 """
 
 import torch

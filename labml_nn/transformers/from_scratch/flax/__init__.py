@@ -8,18 +8,18 @@ summary: "The from-scratch chapters in JAX with Flax NNX and Optax: the same fil
 
 Each [chapter](/transformers/from_scratch/index.md) of the track again, in [JAX](https://docs.jax.dev) with
 [Flax's NNX API](https://flax.readthedocs.io) and [Optax](https://optax.readthedocs.io): one file per chapter with
-the PyTorch file's structure, classes and names, so that the two read side by side (each page links to its
-twin). Install with `pip install 'labml_nn[jax]'` (JAX's CPU wheels; nothing else in the library imports JAX) and
-run `python -m labml_nn.transformers.from_scratch.flax.<chapter>` with the same options as the PyTorch chapters.
+the PyTorch file's structure, classes and names, so that the two read side by side: each chapter's page shows
+this version in the **JAX/Flax** tab of its code column. Install with `pip install 'labml_nn[jax]'` (JAX's CPU
+wheels; nothing else in the library imports JAX) and run `python -m labml_nn.transformers.from_scratch.flax.<chapter>` with the same options as the PyTorch chapters.
 
-| chapter | JAX/Flax | PyTorch |
+| chapter | JAX/Flax source | page (JAX/Flax tab) |
 |---|---|---|
-| 0. The infrastructure | [flax/ch0_infrastructure](/transformers/from_scratch/flax/ch0_infrastructure.md) | [ch0_infrastructure](/transformers/from_scratch/ch0_infrastructure.md) |
-| 1. The bigram | [flax/ch1_bigram](/transformers/from_scratch/flax/ch1_bigram.md) | [ch1_bigram](/transformers/from_scratch/ch1_bigram.md) |
-| 2. Self-attention | [flax/ch2_self_attention](/transformers/from_scratch/flax/ch2_self_attention.md) | [ch2_self_attention](/transformers/from_scratch/ch2_self_attention.md) |
-| 3. Multi-head self-attention | [flax/ch3_multi_head](/transformers/from_scratch/flax/ch3_multi_head.md) | [ch3_multi_head](/transformers/from_scratch/ch3_multi_head.md) |
-| 4. The transformer block | [flax/ch4_block](/transformers/from_scratch/flax/ch4_block.md) | [ch4_block](/transformers/from_scratch/ch4_block.md) |
-| 5. Scaling up: the GPT | [flax/ch5_gpt](/transformers/from_scratch/flax/ch5_gpt.md) | [ch5_gpt](/transformers/from_scratch/ch5_gpt.md) |
+| 0. The infrastructure | [`flax/ch0_infrastructure.py`](/transformers/from_scratch/flax/ch0_infrastructure.py) | [ch0_infrastructure](/transformers/from_scratch/ch0_infrastructure.md) |
+| 1. The bigram | [`flax/ch1_bigram.py`](/transformers/from_scratch/flax/ch1_bigram.py) | [ch1_bigram](/transformers/from_scratch/ch1_bigram.md) |
+| 2. Self-attention | [`flax/ch2_self_attention.py`](/transformers/from_scratch/flax/ch2_self_attention.py) | [ch2_self_attention](/transformers/from_scratch/ch2_self_attention.md) |
+| 3. Multi-head self-attention | [`flax/ch3_multi_head.py`](/transformers/from_scratch/flax/ch3_multi_head.py) | [ch3_multi_head](/transformers/from_scratch/ch3_multi_head.md) |
+| 4. The transformer block | [`flax/ch4_block.py`](/transformers/from_scratch/flax/ch4_block.py) | [ch4_block](/transformers/from_scratch/ch4_block.md) |
+| 5. Scaling up: the GPT | [`flax/ch5_gpt.py`](/transformers/from_scratch/flax/ch5_gpt.py) | [ch5_gpt](/transformers/from_scratch/ch5_gpt.md) |
 
 ## What differs from PyTorch
 
@@ -36,7 +36,7 @@ run `python -m labml_nn.transformers.from_scratch.flax.<chapter>` with the same 
 * **Where the parameters live.** As in PyTorch, on the module, as `nnx.Param` attributes; a Flax linear layer
   calls its weight `kernel` and stores it `[in, out]` (PyTorch: `weight`, `[out, in]`), an embedding `embedding`,
   a layer norm's gain `scale`. The gradient is a tree of the same shape as the parameters, and `nnx.Optimizer`
-  holds AdamW's moments in another such tree. [`copy_from_torch`](/transformers/from_scratch/flax/ch0_infrastructure.md#copy_from_torch) walks
+  holds AdamW's moments in another such tree. [`copy_from_torch`](/transformers/from_scratch/ch0_infrastructure.md#flax-copy_from_torch) walks
   PyTorch's parameter names through the Flax model, which is how the tests give both the same weights.
 
 The tests check that, from the same weights, every chapter's logits and loss, and one AdamW step, agree with

@@ -6,7 +6,7 @@ summary: "The track's infrastructure in JAX with Flax NNX and Optax: random batc
 
 # 0. The infrastructure (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch0_infrastructure.md) in JAX, with [Flax](https://flax.readthedocs.io)'s NNX API
+The PyTorch chapter in JAX, with [Flax](https://flax.readthedocs.io)'s NNX API
 for the modules and [Optax](https://optax.readthedocs.io) for AdamW. The tokenizer, the split, the
 configuration and the command line are the PyTorch chapter's, imported: they have nothing to do with the
 framework. What differs is explained where the code differs:

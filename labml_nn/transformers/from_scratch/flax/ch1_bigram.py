@@ -6,7 +6,7 @@ summary: "The bigram in Flax NNX: the token-embedding table as a table of next-c
 
 # 1. The bigram (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch1_bigram.md) in Flax: the same table, `nnx.Embed`, whose weight is called
+The PyTorch chapter in Flax: the same table, `nnx.Embed`, whose weight is called
 `embedding` where PyTorch's `nn.Embedding` calls it `weight`. Modules take the `nnx.Rngs` to draw their initial
 weights from: there is no global generator.
 """

@@ -6,9 +6,11 @@ summary: "The averaging trick and one head of scaled self-attention in JAX and F
 
 # 2. Self-attention (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch2_self_attention.md) in JAX: the averaging trick as a matrix and as a masked
+The PyTorch chapter in JAX: the averaging trick as a matrix and as a masked
 softmax, the variance of the scores, and one head of scaled self-attention,
+
 $$\text{head}(X) = \text{softmax}\Big(\frac{Q K^\top}{\sqrt{d_k}} + \text{mask}\Big) V$$
+
 The causal mask is made from the sequence length at each call: under `jit` the length is known when the function
 is traced, so the mask is a constant of the compiled program and costs nothing per step. A Flax linear layer's
 kernel is `[in, out]` and computes $x W$.
@@ -72,7 +74,7 @@ def saturation(head_size: int = 64) -> tuple[jax.Array, jax.Array]:
 # ## One head
 #
 # `x` is `[batch, seq, n_embd]`; the output is `[batch, seq, head_size]`. `dropout` and `bias` stay off until
-# [chapter 5](/transformers/from_scratch/flax/ch5_gpt.md).
+# [chapter 5](/transformers/from_scratch/ch5_gpt.md).
 class Head(nnx.Module):
     def __init__(self, n_embd: int, head_size: int, rngs: nnx.Rngs, dropout: float = 0.0, bias: bool = False):
         self.key = nnx.Linear(n_embd, head_size, use_bias=bias, rngs=rngs)
@@ -84,7 +86,7 @@ class Head(nnx.Module):
         seq = x.shape[1]
         # `[batch, seq, head_size]` each
         k, q, v = self.key(x), self.query(x), self.value(x)
-        # $$\frac{Q K^\top}{\sqrt{d_k}}$$ `[batch, seq, head_size] @ [batch, head_size, seq]` -> `[batch, seq, seq]`
+        # $\frac{Q K^\top}{\sqrt{d_k}}$: `[batch, seq, head_size] @ [batch, head_size, seq]` -> `[batch, seq, seq]`
         scores = q @ k.swapaxes(-2, -1) * k.shape[-1] ** -0.5
         # True = may attend: the key is not after the query
         causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))

@@ -6,7 +6,7 @@ summary: "Several heads of self-attention in Flax NNX, concatenated and projecte
 
 # 3. Multi-head self-attention (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch3_multi_head.md) in Flax:
+The PyTorch chapter in Flax:
 $\text{MultiHead}(X) = \text{Concat}(\text{head}_1, \dots, \text{head}_h)\, W_O$. The heads are kept in an
 `nnx.List`, NNX's list of modules (the counterpart of `nn.ModuleList`), so that their parameters are found.
 """
@@ -22,7 +22,7 @@ from labml_nn.transformers.from_scratch.flax.ch2_self_attention import Head, emb
 # ## The heads and the projection
 #
 # `[batch, seq, n_embd]` to `n_head` outputs `[batch, seq, head_size]`, concatenated and projected back to
-# `[batch, seq, n_embd]`. `dropout` and `bias` stay off until [chapter 5](/transformers/from_scratch/flax/ch5_gpt.md).
+# `[batch, seq, n_embd]`. `dropout` and `bias` stay off until [chapter 5](/transformers/from_scratch/ch5_gpt.md).
 class MultiHeadAttention(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, head_size: int, rngs: nnx.Rngs, dropout: float = 0.0,
                  bias: bool = False):

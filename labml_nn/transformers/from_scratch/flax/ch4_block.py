@@ -6,7 +6,7 @@ summary: "The feed-forward network, residual connections and pre-norm layer norm
 
 # 4. The transformer block (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch4_block.md) in Flax:
+The PyTorch chapter in Flax:
 $x \leftarrow x + \text{MultiHead}(\text{LN}_1(x))$, $x \leftarrow x + \text{FFN}(\text{LN}_2(x))$.
 Flax's `nnx.LayerNorm` defaults differ from PyTorch's: $\epsilon = 10^{-6}$ (PyTorch $10^{-5}$) and a "fast" variance
 $E[x^2] - E[x]^2$ (PyTorch: $E[(x - \mu)^2]$). Both are set here as PyTorch has them, so that the same weights
@@ -29,7 +29,7 @@ def layer_norm(n_embd: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 # ## The feed-forward network
 #
 # `[batch, seq, n_embd]` to `[batch, seq, 4 n_embd]` and back; the dropouts stay off until
-# [chapter 5](/transformers/from_scratch/flax/ch5_gpt.md).
+# [chapter 5](/transformers/from_scratch/ch5_gpt.md).
 class FeedForward(nnx.Module):
     def __init__(self, n_embd: int, rngs: nnx.Rngs, dropout: float = 0.0):
         self.net = nnx.Sequential(

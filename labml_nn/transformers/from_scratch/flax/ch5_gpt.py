@@ -6,7 +6,7 @@ summary: "Dropout, the tied output layer and biased heads in Flax NNX: the PyTor
 
 # 5. Scaling up: the GPT (JAX/Flax)
 
-The [PyTorch chapter](/transformers/from_scratch/ch5_gpt.md) in Flax. Two things read differently:
+The PyTorch chapter in Flax. Two things read differently:
 
 * **Dropout needs randomness**, and in JAX randomness needs a key. `nnx.Dropout` draws its masks from the
   `nnx.Rngs` the model was built with; NNX advances that generator's state inside `nnx.jit`, so each training step
