@@ -103,6 +103,10 @@ def screenshot(page, name: str, full_page: bool = False) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
 
 
+SHOWN_FRAMEWORKS = """() => [...new Set([...document.querySelectorAll('.lnn-frameworks .tabbed-block')]
+  .filter(b => b.offsetParent !== null).map(b => b.dataset.framework))]"""
+
+
 SECTION_BOXES = """() => [...document.querySelectorAll('.lnn-section')].map(s => {
   const notes = s.querySelector(':scope > .lnn-notes'), code = s.querySelector(':scope > .lnn-code');
   const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
@@ -158,6 +162,7 @@ FIT = r"""() => {
 NARROW_MATH = r"""() => {
   const cut = [];
   for (const display of document.querySelectorAll('.md-content .katex-display')) {
+    if (!display.getClientRects().length) continue;  // in a tab not shown
     const bases = [...display.querySelectorAll('.katex-html > .base')].map(e => e.getBoundingClientRect());
     if (!bases.length) continue;
     // The box that scrolls it: the first one up from the formula that can scroll and is on the screen.
@@ -231,6 +236,12 @@ def test_wide_screen_notes_and_code_side_by_side(server, context_for, module_pag
         fit = page.evaluate(FIT)
         for problem, found in fit.items():
             assert not found, f"{module.page}: {problem}: {found}"
+        if module.alternate is not None:
+            page.locator(".lnn-frameworks .tabbed-labels label", has_text=module.alternate.framework).first.click()
+            page.wait_for_function(f"() => ({SHOWN_FRAMEWORKS})().join() === '{module.alternate.framework_key}'")
+            for problem, found in page.evaluate(FIT).items():
+                assert not found, f"{module.page}, {module.alternate.framework}: {problem}: {found}"
+            page.locator(".lnn-frameworks .tabbed-labels label", has_text="PyTorch").first.click()
         if module.page == "transformers/mha.md":
             screenshot(page, "mha-1440.png")
             page.goto(server.url + "transformers/mha/#MultiHeadAttention.forward")
@@ -265,6 +276,15 @@ def test_narrow_screen_stacks_without_horizontal_overflow(server, context_for, m
         assert not overflow["wide"], f"{module.page}: elements wider than the screen: {overflow['wide']}"
         cut = page.evaluate(NARROW_MATH)
         assert not cut, f"{module.page}: formulas cut: {cut}"
+        if module.alternate is not None:
+            # The JAX/Flax tabs fit as well.
+            page.locator(".lnn-frameworks .tabbed-labels label", has_text=module.alternate.framework).first.click()
+            page.wait_for_function(f"() => ({SHOWN_FRAMEWORKS})().join() === '{module.alternate.framework_key}'")
+            overflow = page.evaluate(OVERFLOW)
+            assert overflow["scroll"] <= overflow["width"] and not overflow["wide"], f"{module.page}: {overflow}"
+            cut = page.evaluate(NARROW_MATH)
+            assert not cut, f"{module.page}, {module.alternate.framework}: formulas cut: {cut}"
+            page.locator(".lnn-frameworks .tabbed-labels label", has_text="PyTorch").first.click()
         if module.page == "transformers/mha.md":
             screenshot(page, "mha-390.png")
         if module.page == "transformers/rope/index.md":
@@ -406,10 +426,6 @@ def test_a_formula_too_wide_for_the_notes_widens_its_section(server, context_for
     page.evaluate("() => window.lnnWiden()")
     assert page.evaluate(f"() => {section}.classList.contains('lnn-wide')")
     assert not page.evaluate(FIT)["math"]
-
-
-SHOWN_FRAMEWORKS = """() => [...new Set([...document.querySelectorAll('.lnn-frameworks .tabbed-block')]
-  .filter(b => b.offsetParent !== null).map(b => b.dataset.framework))]"""
 
 
 def test_the_jax_flax_tab_switches_every_section_of_every_chapter(server, context_for):
