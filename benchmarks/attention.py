@@ -8,14 +8,13 @@ machine's speed hits them alike; we print the median time per iteration and the 
     python benchmarks/attention.py --device cuda --dtype bfloat16
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.transformers.mha import MultiHeadAttention
+from timing import interleaved_medians
 
 
 class BareAttention(nn.Module):
@@ -34,19 +33,6 @@ class BareAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(batch, seq, d_model))
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_step(fn, x: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn(x).sum().backward()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def run(batch: int, seq: int, d_model: int, heads: int, device: torch.device, dtype: torch.dtype,
         rounds: int, warmup: int) -> dict[str, float]:
     causal_mask = ~torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
@@ -60,21 +46,15 @@ def run(batch: int, seq: int, d_model: int, heads: int, device: torch.device, dt
                                                            need_weights=False)[0],
     }
     x = torch.randn(batch, seq, d_model, device=device, dtype=dtype, requires_grad=True)
-    return interleaved_medians(candidates, x, device, rounds, warmup)
+    return forward_backward_medians(candidates, x, device, rounds, warmup)
 
 
-# Each round times every candidate once, so that drift in the machine's speed hits them alike; the first `warmup`
-# rounds are dropped. (The MoE benchmark uses this too.)
-def interleaved_medians(candidates: dict, x: torch.Tensor, device: torch.device, rounds: int,
-                        warmup: int) -> dict[str, float]:
-    """Median seconds of a forward and backward pass of each candidate on `x`."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_ in range(warmup + rounds):
-        for name, fn in candidates.items():
-            elapsed = time_step(fn, x, device)
-            if round_ >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
+# The MoE benchmark times its layers this way too.
+def forward_backward_medians(candidates: dict, x: torch.Tensor, device: torch.device, rounds: int,
+                             warmup: int) -> dict[str, float]:
+    """Median seconds of a forward and backward pass of each candidate (a function of `x`) on `x`."""
+    steps = {name: (lambda fn=fn: fn(x).sum().backward()) for name, fn in candidates.items()}
+    return interleaved_medians(steps, device, rounds, warmup)
 
 
 def main() -> None:

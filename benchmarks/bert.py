@@ -18,11 +18,7 @@ import time
 import torch
 
 from labml_nn.transformers.bert import Bert, load_hf
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from timing import synchronize
 
 
 # Wall-clock time, and on the CPU also the process's CPU time: on a shared machine the wall clock counts the time

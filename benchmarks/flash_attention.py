@@ -15,29 +15,19 @@ On a GPU with Triton installed it also times the forward pass of the
 Triton kernel (`labml_nn/transformers/flash_attention/triton_forward.py`) against SDPA's flash backend.
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from labml_nn.transformers.flash_attention import causal_block_counts, flash_attention
+from timing import interleaved_medians
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_step(fn, inputs, device: torch.device) -> float:
+def forward_backward(fn, inputs) -> None:
     q, k, v, grad_out = inputs
     for x in (q, k, v):
         x.grad = None
-    synchronize(device)
-    start = time.perf_counter()
     fn(q, k, v).backward(grad_out)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def run(batch: int, heads: int, seq: int, d_head: int, device: torch.device, dtype: torch.dtype, rounds: int,
@@ -51,13 +41,8 @@ def run(batch: int, heads: int, seq: int, d_head: int, device: torch.device, dty
     shape = (batch, heads, seq, d_head)
     inputs = [torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
     inputs.append(torch.randn(shape, device=device, dtype=dtype))
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_ in range(warmup + rounds):
-        for name, fn in candidates.items():
-            elapsed = time_step(fn, inputs, device)
-            if round_ >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
+    steps = {name: (lambda fn=fn: forward_backward(fn, inputs)) for name, fn in candidates.items()}
+    return interleaved_medians(steps, device, rounds, warmup)
 
 
 def run_triton_forward(batch: int, heads: int, seq: int, d_head: int, dtype: torch.dtype, rounds: int,
@@ -73,17 +58,9 @@ def run_triton_forward(batch: int, heads: int, seq: int, d_head: int, dtype: tor
     candidates = {"SDPA flash backend": sdpa_flash,
                   "Triton kernel": lambda q, k, v: flash_attention_triton(q, k, v, is_causal=True)[0]}
     q, k, v = (torch.randn(batch, heads, seq, d_head, device="cuda", dtype=dtype) for _ in range(3))
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    forwards = {name: (lambda fn=fn: fn(q, k, v)) for name, fn in candidates.items()}
     with torch.no_grad():
-        for round_ in range(warmup + rounds):
-            for name, fn in candidates.items():
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn(q, k, v)
-                torch.cuda.synchronize()
-                if round_ >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+        return interleaved_medians(forwards, q.device, rounds, warmup)
 
 
 def main() -> None:

@@ -9,14 +9,13 @@ of each over a few repeats, tokens per second, and the speed-up.
     python benchmarks/gpt_generate.py --device cuda
 """
 import argparse
-import statistics
-import time
 from dataclasses import replace
 
 import torch
 
 from labml_nn.transformers.experiments.gpt import baby
 from labml_nn.transformers.gpt import GPT
+from timing import interleaved_medians
 
 
 @torch.inference_mode()
@@ -26,11 +25,6 @@ def generate_without_cache(model: GPT, tokens: torch.Tensor, max_new_tokens: int
         logits = model(tokens[:, -model.max_len:])[:, -1]
         tokens = torch.cat([tokens, logits.argmax(dim=-1, keepdim=True)], dim=1)
     return tokens
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -57,15 +51,7 @@ def main() -> None:
     outputs = {name: fn() for name, fn in candidates.items()}
     if not torch.equal(*outputs.values()):
         raise RuntimeError("cached and uncached greedy decoding produced different tokens")
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(args.rounds):
-        for name, fn in candidates.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = interleaved_medians(candidates, device, args.rounds)
 
     print(f"generate {args.new_tokens} tokens, batch {args.batch}, float32 on {device} "
           f"({torch.get_num_threads()} threads), {configs.n_layers} layers, d_model {configs.d_model}, "

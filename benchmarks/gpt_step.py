@@ -11,8 +11,6 @@ step and the ratio.
     python benchmarks/gpt_step.py --device cuda
 """
 import argparse
-import statistics
-import time
 from dataclasses import replace
 
 import torch
@@ -22,6 +20,7 @@ from torch import nn
 from labml_nn.transformers.configs import TransformerConfigs
 from labml_nn.transformers.experiments.gpt import baby
 from labml_nn.transformers.gpt import GPT
+from timing import interleaved_medians
 
 
 class ReferenceBlock(nn.Module):
@@ -74,11 +73,6 @@ class ReferenceGPT(nn.Module):
                                  fused=all(p.device.type in ("cuda", "cpu") for p in params) or None)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
     logits = model(x)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -102,17 +96,10 @@ def run(configs: TransformerConfigs, batch: int, device: torch.device, rounds: i
     }
     x = torch.randint(configs.n_src_vocab, (batch, configs.max_len), device=device)
     y = torch.randint(configs.n_src_vocab, (batch, configs.max_len), device=device)
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for round_ in range(warmup + rounds):
-        for name, (model, optimizer) in candidates.items():
-            synchronize(device)
-            start = time.perf_counter()
-            train_step(model, optimizer, x, y)
-            synchronize(device)
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
+    steps = {name: (lambda model=model, optimizer=optimizer: train_step(model, optimizer, x, y))
+             for name, (model, optimizer) in candidates.items()}
     print(f"parameters: {n_ours:,} each")
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved_medians(steps, device, rounds, warmup)
 
 
 def baby_configs(tiny: bool) -> tuple[TransformerConfigs, int]:

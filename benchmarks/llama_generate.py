@@ -23,7 +23,6 @@
 """
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -31,23 +30,11 @@ from labml_nn.transformers.experiments.llama import LlamaExperiment, model_args
 from labml_nn.transformers.llama import ModelArgs, Transformer
 from labml_nn.transformers.llama.generation import Llama, generate_without_cache
 from labml_nn.transformers.utils import count_parameters
+from timing import timed
 
 # Tiny Shakespeare's character vocabulary.
 CHAR_VOCAB = 65
 PROMPT_LEN = 12
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device):
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - start
 
 
 def random_model(args: ModelArgs, device: torch.device, dtype: torch.dtype) -> Transformer:

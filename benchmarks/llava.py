@@ -15,11 +15,11 @@ the image is encoded once per prompt (one call for the whole batch).
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
 from labml_nn.transformers.llava import load_hf
+from timing import interleaved_times
 
 
 def build(directory: str, layers: int, width: int):
@@ -34,12 +34,6 @@ def build(directory: str, layers: int, width: int):
         transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=99)).eval()
     reference.save_pretrained(directory)
     return reference, load_hf(directory, max_batch_size=8)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def count_calls(module: torch.nn.Module, fn) -> int:
@@ -85,10 +79,7 @@ def main() -> None:
     # Warm-up, and the tokens must agree.
     if not torch.equal(run_ours(), run_theirs()):
         raise AssertionError("our greedy tokens differ from Hugging Face's")
-    times = {"ours": [], "hf": []}
-    for _ in range(args.rounds):
-        times["ours"].append(timed(run_ours)[1])
-        times["hf"].append(timed(run_theirs)[1])
+    times = interleaved_times({"ours": run_ours, "hf": run_theirs}, torch.device("cpu"), args.rounds)
     print(f"LLaVA generate: batch {args.batch}, prompt {input_ids.shape[1]} (16 image tokens), {new_tokens} new "
           f"tokens, greedy, {torch.get_num_threads()} thread(s), {args.rounds} rounds: median (minimum)")
     for name, label in (("ours", "Llava.generate"), ("hf", "HF generate")):

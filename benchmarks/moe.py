@@ -21,7 +21,7 @@ import argparse
 import torch
 
 # The timing loop of the attention benchmark (`python benchmarks/moe.py` runs with `benchmarks/` on the path).
-from attention import interleaved_medians
+from attention import forward_backward_medians
 from labml_nn.transformers.feed_forward import FeedForward
 from labml_nn.transformers.moe import MoE
 
@@ -58,7 +58,7 @@ def run(tokens: int, d_model: int, d_ff: int, n_experts: int, top_k: int, device
     if theirs is not None:
         candidates["HF MixtralSparseMoeBlock"] = theirs.to(device, dtype)
     x = torch.randn(1, tokens, d_model, device=device, dtype=dtype, requires_grad=True)
-    return interleaved_medians(candidates, x, device, rounds, warmup)
+    return forward_backward_medians(candidates, x, device, rounds, warmup)
 
 
 def main() -> None:

@@ -12,16 +12,11 @@ and the ratio, and the same for the fastest rounds. `transformers` is needed (th
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
 from labml_nn.transformers.t5 import load_hf
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from timing import interleaved_times
 
 
 def main() -> None:
@@ -70,14 +65,7 @@ def main() -> None:
     first, second = outputs.values()
     if not torch.equal(first, second):
         raise RuntimeError("the two generations differ")
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(args.rounds):
-        for name, fn in candidates.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(candidates, device, args.rounds)
     medians = {name: statistics.median(t) for name, t in times.items()}
     # On a shared machine every round is slowed by whatever else runs; the fastest round is the least disturbed.
     fastest = {name: min(t) for name, t in times.items()}

@@ -438,8 +438,10 @@ def test_experiment_smoke_run(tmp_path):
     assert stages == {"pretrain", "finetune"}
 
 
-def test_benchmark_smoke(capsys):
+def test_benchmark_smoke(capsys, monkeypatch):
     pytest.importorskip("transformers")
+    # As `python benchmarks/bert.py` runs it: its folder first on the path, for the shared `timing` module.
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("benchmark_bert", REPO / "benchmarks" / "bert.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
