@@ -48,7 +48,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Row", "transpose", "split", "concat", "read_config", "read_tensors", "load_table",
+__all__ = ["Row", "transpose", "split", "concat", "read_json_object", "read_config", "read_tensors", "load_table",
            "config_from_dict", "HF_BOOKKEEPING_KEYS"]
 
 
@@ -102,20 +102,26 @@ def concat(dim: int = 0) -> Callable[..., torch.Tensor]:
 
 # ## Reading the directory
 #
-# `config.json` is a JSON object of hyper-parameters. Every error names the file.
+# `config.json` is a JSON object of hyper-parameters (as is Meta's `params.json`). Every error names the file.
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in the file at `path`; `ValueError` naming the file when it holds anything else."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 def read_config(model_dir: str | Path) -> tuple[dict, Path]:
     """`config.json` of a Hugging Face model directory, as a dict, and its path."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {model_dir}: expected a Hugging Face model directory "
                                 f"(config.json and model.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-    return config, path
+    return read_json_object(path), path
 
 
 # The tensors come from `model.safetensors`, from the shards that `model.safetensors.index.json` lists, or

@@ -125,7 +125,6 @@ mlm_logits, sentence_logits = model(inputs, attention_mask=attention_mask)   # [
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +132,8 @@ import torch
 from torch import nn
 
 from labml_nn.transformers.feed_forward import FeedForward
-from labml_nn.transformers.hf_checkpoints import Row, config_from_dict, load_table, read_config, read_tensors
+from labml_nn.transformers.hf_checkpoints import (Row, config_from_dict, load_table, read_config, read_json_object,
+                                                  read_tensors)
 from labml_nn.transformers.mha import MultiHeadAttention
 from labml_nn.transformers.models import Encoder, EmbeddingsWithLearnedPositionalEncoding, TransformerLayer
 from labml_nn.transformers.utils import padding_mask
@@ -239,14 +239,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "BertConfig":
         """The configuration in the `config.json` file at `path`."""
-        path = Path(path)
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-        return cls.from_dict(config, path)
+        return cls.from_dict(read_json_object(path), path)
 
 
 # ## Embeddings

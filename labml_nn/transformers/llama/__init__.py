@@ -57,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labml_nn.transformers.hf_checkpoints import read_json_object
+
 
 # ## Model arguments
 #
@@ -165,12 +167,7 @@ class ModelArgs:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"params file not found: {path}")
-        try:
-            params = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(params, dict):
-            raise ValueError(f"{path} must hold a JSON object of model arguments, got {type(params).__name__}")
+        params = read_json_object(path)
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(params) - set(known))
         if unknown:

@@ -56,7 +56,6 @@ small T5 on Tiny Shakespeare by [span corruption](#span_corruption), shows the s
 relative position biases with learned absolute positions on inputs longer than those it was trained on.
 """
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +66,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.transformers.feed_forward import FeedForward
-from labml_nn.transformers.hf_checkpoints import Row, config_from_dict, read_config, read_tensors, load_table
+from labml_nn.transformers.hf_checkpoints import (Row, config_from_dict, load_table, read_config, read_json_object,
+                                                  read_tensors)
 from labml_nn.transformers.mha import KVCache, MultiHeadAttention
 from labml_nn.transformers.models import Embeddings, TransformerLayer, TransformerStack
 
@@ -146,14 +146,7 @@ class T5Config:
     @classmethod
     def from_json(cls, path: str | Path) -> "T5Config":
         """The configuration in a Hugging Face `config.json` file."""
-        path = Path(path)
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-        return cls._from_dict(config, path)
+        return cls._from_dict(read_json_object(path), path)
 
     @classmethod
     def _from_dict(cls, config: dict, path: str | Path) -> "T5Config":
