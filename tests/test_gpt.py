@@ -393,6 +393,28 @@ def test_benchmark_smoke(script):
     assert "x" in result.stdout and "ms" in result.stdout
 
 
+def test_mfu_counts_the_flops_of_gpt2_small(monkeypatch):
+    """The step benchmark's FLOPs per token, against the parameters of its independent reference model (GPT-2
+    small is nanoGPT's 123.69M without the position table) and the attention term computed here."""
+    import importlib.util
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location("benchmark_gpt_step", benchmarks / "gpt_step.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    configs, batch = benchmark.gpt2_configs()
+    with torch.device("meta"):
+        reference = benchmark.ReferenceGPT(configs.n_src_vocab, configs.max_len, configs.n_layers, configs.d_model,
+                                           configs.n_heads, configs.d_ff)
+        ours = GPT(configs)
+    weights = sum(p.numel() for p in reference.parameters()) - reference.wpe.weight.numel()
+    assert round(weights / 1e6, 2) == 123.69
+    assert sum(p.numel() for p in ours.parameters()) == weights + configs.max_len * configs.d_model
+    assert benchmark.flops_per_token(configs) == 6 * weights + 12 * 12 * 768 * 1024
+    assert batch == 12
+
+
 def test_quality_benchmark_smoke(data_dir):
     import subprocess
     import sys
