@@ -339,3 +339,35 @@ def saved_activation_bytes(activation_checkpointing: bool) -> int:
         loss = loss_of(model, tokens, tokens)[1]
     loss.backward()
     return sum(storages.values())
+
+
+# ## A save cut short
+#
+# `python -m parallel_workers crash-on-save N MODULE ARGS...` runs `python -m MODULE ARGS...` (under torchrun, in
+# every process) such that each process dies abruptly in the middle of its N-th sharded save, as under a `kill -9`:
+# its shard files are written, the directory's metadata is not, and `checkpoint.pt` is not replaced.
+def crash_on_save(n: int, module: str, args: list[str]) -> None:
+    import os
+    import runpy
+    import sys
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+    write_data, saves = FileSystemWriter.write_data, []
+
+    def crashing(self, plan, planner):
+        written = write_data(self, plan, planner)
+        saves.append(self.path)
+        if len(saves) == n:
+            written.wait()
+            os._exit(17)
+        return written
+
+    FileSystemWriter.write_data = crashing
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1] != "crash-on-save":
+        raise SystemExit(f"unknown command {sys.argv[1]!r}")
+    crash_on_save(int(sys.argv[2]), sys.argv[3], sys.argv[4:])

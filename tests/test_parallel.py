@@ -181,16 +181,23 @@ TINY = ["--device", "cpu", "--n-layers", "1", "--d-model", "32", "--n-heads", "2
         "--sample-tokens", "5"]
 
 
-def run_gpt(*args, processes: int = 1):
+def run_gpt(*args, processes: int = 1, crash_on_save: int = 0):
+    """The GPT experiment's command line; with `crash_on_save=n`, every process dies in the middle of its n-th save."""
     import os
     import subprocess
     import sys
     from pathlib import Path
     repo = Path(__file__).resolve().parent.parent
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
-    return subprocess.run([sys.executable, *launcher, "-m", "labml_nn.transformers.gpt", *args], cwd=repo,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)},
+    module = ["-m", "parallel_workers", "crash-on-save", str(crash_on_save)] if crash_on_save else ["-m"]
+    return subprocess.run([sys.executable, *launcher, *module, "labml_nn.transformers.gpt", *args], cwd=repo,
+                          env={**os.environ, "OMP_NUM_THREADS": "1",
+                               "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")])},
                           capture_output=True, text=True, timeout=180)
+
+
+def shard_directories(run) -> list[str]:
+    return sorted(path.name for path in run.iterdir() if path.is_dir() and path.name.endswith(".dcp"))
 
 
 def losses(out) -> list[tuple]:
@@ -199,18 +206,32 @@ def losses(out) -> list[tuple]:
 
 
 def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
+    from labml_nn.experiments.trainer import load_checkpoint
     one, tp, fsdp = tmp_path / "one", tmp_path / "tp", tmp_path / "fsdp"
     assert run_gpt(*TINY, "--max-steps", "9", "--out", str(one)).returncode == 0
     done = run_gpt(*TINY, "--max-steps", "6", "--tp", "2", "--out", str(tp), processes=2)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tp / "checkpoint.dcp" / ".metadata").is_file()
+    # Saved at steps 3 and 6, each into a new directory: only the one checkpoint.pt names is left
+    assert shard_directories(tp) == [load_checkpoint(tp)["shards"]]
+    assert shard_directories(tp)[0].startswith("checkpoint-6-") and (tp / shard_directories(tp)[0] / ".metadata").is_file()
     # The tensor-parallel run's sharded checkpoint continues on one process, without tensor parallelism
     done = run_gpt("--resume", str(tp), "--max-steps", "9", "--tp", "1")
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run_gpt(*TINY, "--max-steps", "6", "--fsdp", "--activation-checkpointing", "--out", str(fsdp), processes=2)
+    assert shard_directories(tp) == [] and not load_checkpoint(tp)["sharded"]
+    # FSDP2: both processes die in the middle of the second save (step 6), after writing their shards
+    done = run_gpt(*TINY, "--max-steps", "9", "--fsdp", "--activation-checkpointing", "--out", str(fsdp), processes=2,
+                   crash_on_save=2)
+    assert done.returncode != 0, done.stderr[-3000:]
+    state = load_checkpoint(fsdp)
+    assert state["step"] == 3
+    [cut_short] = [name for name in shard_directories(fsdp) if name != state["shards"]]
+    assert cut_short.startswith("checkpoint-6-") and not (fsdp / cut_short / ".metadata").exists()
+    # The previous checkpoint is whole: the run resumes from step 3, and the directory cut short is removed
+    done = run_gpt("--resume", str(fsdp), processes=2)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert shard_directories(fsdp) == [load_checkpoint(fsdp)["shards"]] and load_checkpoint(fsdp)["step"] == 9
     reference = losses(one)
-    for run, expected in ((tp, reference), (fsdp, reference[:len(losses(fsdp))])):
+    for run, expected in ((tp, reference), (fsdp, reference)):
         got = losses(run)
         assert [r[0] for r in got] == [r[0] for r in expected]
         for (_, *a), (_, *b) in zip(got, expected):
@@ -218,12 +239,13 @@ def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
     # The sharded run's trained model, reloaded for use on one process, is the one the run ended with
     from labml_nn.experiments.char_lm import load_run
     trained, resumed = load_run(fsdp), load_run(tp)
-    assert trained.step == 6 and resumed.step == 9
+    assert trained.step == 9 and resumed.step == 9
     assert trained.generate("a", max_new_tokens=3, temperature=0)
     # After 9 Adam steps of lr 3e-3 the weights agree to a few hundredths of one step: Adam divides each gradient
     # by its running size, so rounding differences in gradients near zero move a weight by a fraction of the rate
     single = dict(load_run(one).model.named_parameters())
-    for name, parameter in resumed.model.named_parameters():
-        torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-4)
+    for model in (resumed.model, trained.model):
+        for name, parameter in model.named_parameters():
+            torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-4)
     done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
     assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr

@@ -54,6 +54,8 @@ import copy
 import json
 import math
 import random
+import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -69,8 +71,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.experiments.data import atomic_write_bytes, write_atomically
-from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, gather_objects,
-                                              wrap_model)
+from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, broadcast_object,
+                                              gather_objects, wrap_model)
 from labml_nn.transformers.utils import count_parameters
 
 
@@ -398,8 +400,38 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 
 CHECKPOINT = "checkpoint.pt"
-# The weights and optimizer states of a sharded run (`--tp`, `--fsdp`), a torch.distributed.checkpoint directory
-SHARDED_CHECKPOINT = "checkpoint.dcp"
+
+
+# ### Sharded checkpoints
+#
+# The weights and optimizer states of a sharded run (`--tp`, `--fsdp`) are a torch.distributed.checkpoint
+# directory that every process writes its shards into; `checkpoint.pt` holds the rest and names the directory. No
+# save writes into the directory that `checkpoint.pt` names: each writes a new one, `checkpoint-<step>-<token>.dcp`
+# (rank 0 draws the token, so that a second save at the same step, or a fresh run in an old run's directory, cannot
+# collide with it either), then `checkpoint.pt` is replaced atomically, and only then are the other shard
+# directories removed. At every instant `checkpoint.pt` and the directory it names are a complete, consistent pair;
+# a save cut short leaves the previous pair and a stray directory, which the next save removes. Runs written before
+# this layout kept their shards in `checkpoint.dcp` (their `checkpoint.pt` names none), and still resume.
+SHARDED_CHECKPOINT_PREFIX, SHARDED_CHECKPOINT_SUFFIX = "checkpoint-", ".dcp"
+LEGACY_SHARDED_CHECKPOINT = "checkpoint.dcp"
+
+
+def sharded_checkpoint_dir(state: dict, run_dir: Path) -> Path:
+    """The shard directory that the sharded checkpoint `state` (a loaded `checkpoint.pt` of `run_dir`) belongs to."""
+    return Path(run_dir) / (state.get("shards") or LEGACY_SHARDED_CHECKPOINT)
+
+
+def _new_shard_directory_name(step: int, ctx: DistributedContext) -> str:
+    # `secrets`, not `random`: the run's random streams, which the checkpoint saves, stay untouched
+    return broadcast_object(f"{SHARDED_CHECKPOINT_PREFIX}{step}-{secrets.token_hex(4)}{SHARDED_CHECKPOINT_SUFFIX}", ctx)
+
+
+def _remove_other_shard_directories(run_dir: Path, keep: str | None) -> None:
+    for path in run_dir.iterdir():
+        stray = path.name == LEGACY_SHARDED_CHECKPOINT or (
+            path.name.startswith(SHARDED_CHECKPOINT_PREFIX) and path.name.endswith(SHARDED_CHECKPOINT_SUFFIX))
+        if stray and path.name != keep and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -705,10 +737,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the complete training state to `checkpoint.pt` (all processes call it; rank 0 writes)."""
         # Every process's random state goes into the checkpoint, so that each one resumes its own stream.
-        # A sharded model's weights and optimizer states go to `checkpoint.dcp/`, written by every process.
+        # A sharded model's weights and optimizer states go to a new shard directory, written by every process
+        # ([sharded checkpoints](#sharded_checkpoint_dir)); `dcp.save` returns on every process once the directory
+        # is complete, its metadata written last.
+        shards = None
         if self.sharded:
             from labml_nn.transformers.parallel.training import save_sharded
-            save_sharded(self.run.path(SHARDED_CHECKPOINT), self.model, self.optimizer, self.step)
+            shards = _new_shard_directory_name(self.step, self.ctx)
+            save_sharded(self.run.path(shards), self.model, self.optimizer, self.step)
         rng = gather_objects(_rng_state(self.device), self.ctx)
         if not self.ctx.is_main:
             return
@@ -717,6 +753,7 @@ class Trainer:
             "model": {} if self.sharded else self.model.state_dict(),
             "optimizer": {} if self.sharded else self.optimizer.state_dict(),
             "sharded": self.sharded,
+            "shards": shards,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data_generator": self.data_generator.get_state(),
@@ -733,16 +770,19 @@ class Trainer:
             "pending_record": self._pending_record,
         }
         atomic_torch_save(state, self.run.path(CHECKPOINT))
+        # Only now is the previous shard directory (and any left by a save cut short) no longer needed.
+        _remove_other_shard_directories(self.run.out_dir, keep=shards)
 
     def _load_checkpoint(self, path: Path) -> None:
         state = load_checkpoint(path)
         if state.get("sharded", False):
             # Resharded to this run's layout, whatever the number of processes that wrote it.
             from labml_nn.transformers.parallel.training import load_sharded
-            sharded_step = load_sharded(path.parent / SHARDED_CHECKPOINT, self.model, self.optimizer)
-            # The shards are written before `checkpoint.pt`: a save interrupted between the two leaves them apart
+            shards = sharded_checkpoint_dir(state, path.parent)
+            sharded_step = load_sharded(shards, self.model, self.optimizer)
+            # Only a run of the old layout (one `checkpoint.dcp` written in place) can get here: its save was cut short
             if sharded_step != state["step"]:
-                raise CheckpointError(f"{path} is at step {state['step']} but {SHARDED_CHECKPOINT} at step "
+                raise CheckpointError(f"{path} is at step {state['step']} but {shards.name} at step "
                                       f"{sharded_step}: the last save was interrupted; the run cannot resume exactly")
         elif self.sharded:
             raise CheckpointError(f"{path} was written without --tp or --fsdp; resume it without them")
