@@ -255,6 +255,9 @@ def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     if world_size > 1:
         result.update(tp_errors(world_size, out_dir))
         result.update(fsdp_tp_run(rank, world_size, reference, out_dir))
+        result["accumulation"] = {name: accumulation_step(rank, world_size, out_dir, tp, fsdp, accum)
+                                  for name, tp, fsdp, accum in (("fsdp", 1, True, 4), ("tp+dp", 2, False, 2),
+                                                                ("tp+fsdp", 2, True, 2))}
     write(out_dir, f"resume{world_size}", rank, result)
     finish()
 
@@ -292,6 +295,77 @@ def fsdp_tp_run(rank: int, world_size: int, reference: dict, out_dir: str) -> di
     losses = train(model, optimizer, range(STEPS), mesh["dp"].get_local_rank(), mesh["dp"].size(),
                    mesh["dp"].get_group())
     return {"fsdp_tp_losses": losses, "fsdp_tp_params": max_difference(full_state(model), reference["final"])}
+
+
+# ## Gradient accumulation in the trainer
+#
+# One optimizer step of the trainer with `grad_accum` micro-batches per process, against one process's step on the
+# whole batch: the gradients the optimizer sees (full size) and the parameters after its step. The collectives that
+# synchronise gradients over the data-parallel processes are counted before every micro-batch and after the step:
+# FSDP2's reduce-scatters and the all-reduces over the `dp` group.
+class FixedBatch:
+    """A batch source that always returns the same global batch."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def sample(self, generator, batch_size: int) -> tuple[torch.Tensor, ...]:
+        assert batch_size == len(self.tensors[0])
+        return self.tensors
+
+
+def accumulation_step(rank: int, world_size: int, out_dir: str, tp: int, fsdp: bool, grad_accum: int) -> dict:
+    from torch.distributed.fsdp import FSDPModule
+    from labml_nn.experiments.distributed import DistributedContext
+    from labml_nn.experiments.trainer import Run, Trainer, TrainerConfig, language_model_loss
+    from labml_nn.transformers.parallel.training import full_state
+    tokens = torch.randint(0, 23, (16, SEQ + 1), generator=torch.Generator().manual_seed(7))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    config = TrainerConfig(max_steps=1, batch_size=16, grad_accum=grad_accum, lr=1e-3, warmup=0, clip=0.5, tp=tp,
+                           fsdp=fsdp)
+    run = Run(Path(out_dir, "accumulation"), DistributedContext(rank, world_size, rank, torch.device("cpu")))
+    trainer = Trainer(tiny_gpt(), config, run)
+    dp_group = trainer.mesh["dp"].get_group()
+    counts, before_each = {"reduce_scatter": 0, "dp_all_reduce": 0}, []
+    reduce_scatter, all_reduce = dist.reduce_scatter_single, dist.all_reduce
+
+    def counting_reduce_scatter(*args, **kwargs):
+        counts["reduce_scatter"] += 1
+        return reduce_scatter(*args, **kwargs)
+
+    def counting_all_reduce(tensor, *args, **kwargs):
+        counts["dp_all_reduce"] += kwargs.get("group", args[1] if len(args) > 1 else None) is dp_group
+        return all_reduce(tensor, *args, **kwargs)
+
+    def loss_fn(model, micro):
+        before_each.append(dict(counts))
+        return language_model_loss(model, micro)
+
+    seen = {}
+
+    def capture_gradients(optimizer, args, kwargs):
+        seen.update({name: p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad.clone()
+                     for name, p in trainer.model.named_parameters()})
+
+    trainer.loss_fn = loss_fn
+    trainer.optimizer.register_step_pre_hook(capture_gradients)
+    dist.reduce_scatter_single, dist.all_reduce = counting_reduce_scatter, counting_all_reduce
+    try:
+        trainer._train_step(FixedBatch(inputs, targets))
+    finally:
+        dist.reduce_scatter_single, dist.all_reduce = reduce_scatter, all_reduce
+    # One process, the whole batch, clipped as the trainer clips, AdamW as the GPT configures it
+    model = tiny_gpt()
+    _, loss = loss_of(model, inputs, targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+    reference_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    optimizer = model.configure_optimizers(config.weight_decay, config.lr, config.betas)
+    optimizer.step()
+    return {"grads": max_difference(seen, reference_grads),
+            "params": max_difference(full_state(trainer.model), full_state(model)),
+            "before_each_micro_batch": before_each, "after_step": dict(counts),
+            "fsdp_units": sum(isinstance(m, FSDPModule) for m in trainer.model.modules())}
 
 
 # ## Activation checkpointing's memory, measured

@@ -132,6 +132,22 @@ def test_fsdp_tp_and_sharded_checkpoints_follow_one_process(tmp_path):
                 assert "number of attention heads (2) must be divisible by the tensor-parallel size (4)" \
                     in errors["heads"]
                 assert "checkpoint of another model" in errors["other model"]
+                check_accumulation(result["accumulation"])
+
+
+def check_accumulation(results: dict) -> None:
+    """One step with grad_accum micro-batches equals one process's step on the whole batch, and the gradients cross
+    the data-parallel processes only after the last micro-batch: FSDP2 reduce-scatters once per FSDP unit (the two
+    layers and the root), tensor parallelism over two rows without FSDP all-reduces once."""
+    for name, result in results.items():
+        assert result["grads"] < 1e-5 and result["params"] < 1e-5, (name, result)
+        for counts in result["before_each_micro_batch"]:
+            assert counts == {"reduce_scatter": 0, "dp_all_reduce": 0}, (name, result)
+        expected = ({"reduce_scatter": 3, "dp_all_reduce": 0} if name != "tp+dp" else
+                    {"reduce_scatter": 0, "dp_all_reduce": 1})
+        assert result["after_step"] == expected, (name, result)
+        assert result["fsdp_units"] == (0 if name == "tp+dp" else 3)
+    assert len(results["fsdp"]["before_each_micro_batch"]) == 4
 
 
 # ## Activation checkpointing

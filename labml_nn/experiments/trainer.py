@@ -557,10 +557,10 @@ class Trainer:
         # processes of a row share a batch, the `dp` rows split it. Otherwise every process is a data-parallel one.
         self.sharded = config.tp > 1 or config.fsdp
         world, self.dp_rank = self.ctx.world_size, self.ctx.rank
-        mesh = None
+        mesh = self.mesh = None
         if self.sharded:
             from labml_nn.transformers.parallel.training import device_mesh
-            mesh = device_mesh(self.ctx.world_size, config.tp, config.fsdp, self.device.type)
+            mesh = self.mesh = device_mesh(self.ctx.world_size, config.tp, config.fsdp, self.device.type)
             world, self.dp_rank = mesh["dp"].size(), mesh["dp"].get_local_rank()
         self.dp = world
         if config.batch_size % (config.grad_accum * world):
@@ -652,6 +652,33 @@ class Trainer:
             lo = start + i * self.micro_batch
             yield self._to_device(tuple(t[lo:lo + self.micro_batch] for t in batch))
 
+    # ### Synchronising gradients once per step
+    #
+    # With several data-parallel processes, gradients are averaged across them only on the last micro-batch; the
+    # others only accumulate. DDP has `no_sync`. FSDP2's switch is `set_requires_gradient_sync`, which must reach the
+    # root and every layer sharded on its own (each is an FSDP unit with its own reduce-scatter): with it off, each
+    # unit keeps its unsharded gradients and adds the next micro-batch's to them, and the last micro-batch
+    # reduce-scatters the sum, once per unit. (The parameters are still all-gathered for every micro-batch's forward
+    # and backward passes: FSDP2 reshards them after each, to keep their memory at $1/d$.) Tensor parallelism over
+    # several data-parallel rows without FSDP has no wrapper to do it, so the gradients are
+    # [all-reduced over the rows](/transformers/parallel/training.md#all_reduce_gradients) after the last micro-batch.
+    # The tensor-parallel collectives inside each micro-batch's passes are part of its computation and stay.
+    @contextmanager
+    def _gradient_sync(self, last: bool) -> Iterator[None]:
+        if not self.ctx.is_distributed or self.dp == 1:
+            yield
+        elif self.config.fsdp:
+            self.model.set_requires_gradient_sync(last)
+            yield
+        elif self.sharded:
+            yield
+            if last:
+                from labml_nn.transformers.parallel.training import all_reduce_gradients
+                all_reduce_gradients(self.model, self.mesh["dp"])
+        else:
+            with nullcontext() if last else self.train_model.no_sync():
+                yield
+
     # ### One optimizer step
     #
     # Nothing here reads a value back from the device.
@@ -659,10 +686,7 @@ class Trainer:
         accum = self.config.grad_accum
         batch = source.sample(self.data_generator, self.config.batch_size)
         for i, micro in enumerate(self._micro_batches(batch)):
-            # With several processes, gradients are averaged across them only on the last micro-batch.
-            last = i == accum - 1
-            sync = nullcontext() if last or not self.ctx.is_distributed or self.sharded else self.train_model.no_sync()
-            with sync:
+            with self._gradient_sync(last=i == accum - 1):
                 with self._autocast():
                     loss = self.loss_fn(self.train_model, micro)
                 # $\nabla \frac{1}{A} \sum_a L_a$: each of the $A$ micro-batch losses is scaled by $1/A$.

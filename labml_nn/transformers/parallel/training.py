@@ -178,6 +178,33 @@ def load_sharded_model(path: str | Path, model: nn.Module) -> None:
     set_model_state_dict(model, state["model"])
 
 
+# ## Data parallelism beside tensor parallelism, without FSDP
+#
+# `--tp` over more processes than `tp` makes `dp` rows that see different data; without `--fsdp`, each row holds the
+# whole (tensor-parallel) model, and the gradients must be averaged over the rows before each optimizer step. DDP
+# does not take DTensor parameters (PyTorch's only bridge, the private `torch.distributed.tensor.parallel.ddp`, swaps
+# them for local tensors around every forward pass), so it is done here once per step, after the last micro-batch: the gradients of this process's shards (a DTensor's
+# local tensor, which the processes of the same `tp` rank in the other rows hold the same slice of) flattened into
+# one buffer, one all-reduce over the `dp` group, divided by `dp`. That is DDP's bucketing with a single bucket and
+# without its overlap with the backward pass.
+def all_reduce_gradients(model: nn.Module, dp_mesh: DeviceMesh) -> None:
+    """Average the gradients of `model` over the data-parallel processes of `dp_mesh`, in place."""
+    import torch.distributed as dist
+
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+             for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    # all gradients, flattened and concatenated, `[total numel]`
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=dp_mesh.get_group())
+    flat /= dp_mesh.size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 # ## The optimizer
 #
 # Under tensor parallelism alone the embeddings, norms (without sequence parallelism) and output head stay plain
