@@ -48,11 +48,11 @@ def write(out_dir: str, name: str, rank: int, result: dict) -> None:
     Path(out_dir, f"{name}.{rank}.json").write_text(json.dumps(result))
 
 
-def tiny_gpt(seed: int = 0):
+def tiny_gpt(seed: int = 0, dropout: float = 0.0):
     from labml_nn.transformers.configs import TransformerConfigs
     from labml_nn.transformers.gpt import GPT
     torch.manual_seed(seed)
-    configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0, n_src_vocab=23,
+    configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=dropout, n_src_vocab=23,
                                  max_len=16, positional="learned", ffn_activation="gelu", scale_embeddings=False)
     model = GPT(configs)
     # Non-zero biases and norm gains, so that a bias added t times or a norm gain's gradient left partial shows
@@ -110,6 +110,9 @@ def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) 
             sharded = shard(model, None, sequence_parallel)
             result[f"{name}/sp={sequence_parallel}"] = max_differences(
                 model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
+    for sequence_parallel in (False, True):
+        result[f"dropout/sp={sequence_parallel}"] = dropout_streams(
+            lambda model: shard_gpt(model, None, sequence_parallel), sequence_parallel)
     write(out_dir, "tp", rank, result)
     finish()
 
@@ -145,8 +148,76 @@ def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 # the gradients of the one backward pass `max_differences` ran
                 "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
                 "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
+    for sequence_parallel in (False, True):
+        result[f"dropout/sp={sequence_parallel}"] = dropout_streams(
+            lambda model: tensor_parallelize(model, mesh, sequence_parallel), sequence_parallel)
     write(out_dir, "dtensor", rank, result)
     finish()
+
+
+# ## Dropout under tensor parallelism
+#
+# A GPT with dropout 0.3, split over the group, runs a forward and backward pass in training mode with the same seed
+# on every process. Recorded: each layer's output (the residual stream), the masks of the embeddings' dropout, of the
+# feed-forward networks' hidden units (their own units on each process) and of the residual dropout, and the state of
+# the generator that the attention kernel's dropout on the local heads draws from; then what is recorded is compared
+# between the processes, and with a rerun with the same seed.
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x.to_local() if hasattr(x, "to_local") else x
+
+
+def _dropped(module, args, out, into: list) -> None:
+    into.append((_local(out) == 0) & (_local(args[0]) != 0))
+
+
+def dropout_pass(parallelize, seed: int, activation_checkpointing: bool = False) -> dict[str, list[torch.Tensor]]:
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    model = parallelize(tiny_gpt(dropout=0.3)).train()
+    if activation_checkpointing:
+        checkpoint_layers(model)
+    seen = {"residual": [], "embedding": [], "hidden": [], "residual_dropout": [], "attention_rng": []}
+    model.embed.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["embedding"]))
+    for layer in model.encoder.layers:
+        layer.register_forward_hook(lambda m, a, out: seen["residual"].append(_local(out).detach().clone()))
+        layer.feed_forward.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["hidden"]))
+        layer.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["residual_dropout"]))
+    attention = F.scaled_dot_product_attention
+
+    def recording_attention(*args, **kwargs):
+        seen["attention_rng"].append(torch.get_rng_state())
+        return attention(*args, **kwargs)
+
+    tokens = torch.randint(0, 23, (3, 8), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(seed)
+    F.scaled_dot_product_attention = recording_attention
+    try:
+        _, loss = loss_of(model, tokens, tokens)
+    finally:
+        F.scaled_dot_product_attention = attention
+    loss.backward()
+    seen["embedding_grad"] = [_local(model.embed.embeddings.weight.grad).clone()]
+    seen["grads"] = [_local(p.grad).clone() for p in model.parameters()]
+    return seen
+
+
+def dropout_streams(parallelize, sequence_parallel: bool) -> dict:
+    first, again = dropout_pass(parallelize, seed=5), dropout_pass(parallelize, seed=5)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, first)
+    other = gathered[(dist.get_rank() + 1) % len(gathered)]
+
+    def differences(a: dict, b: dict, key: str) -> float:
+        """The largest difference between two recordings of `key` (the fraction of elements that differ, for masks)."""
+        return max(((x != y).float().mean() if x.dtype == torch.bool else (x - y).abs().max()).item()
+                   if x.dtype != torch.uint8 else float(not torch.equal(x, y))
+                   for x, y in zip(a[key], b[key]))
+
+    keys = ("residual", "embedding", "hidden", "residual_dropout", "attention_rng", "embedding_grad")
+    return {"other process": {key: differences(first, other, key) for key in keys},
+            "rerun": {key: differences(first, again, key) for key in keys},
+            "dropped": first["hidden"][0].float().mean().item(), "sequence_parallel": sequence_parallel,
+            # recomputed in the backward pass, each layer draws its masks again: the same gradients
+            "recomputed": differences(first, dropout_pass(parallelize, seed=5, activation_checkpointing=True), "grads")}
 
 
 # ## FSDP2, FSDP2 with tensor parallelism, sharded checkpoints

@@ -597,8 +597,10 @@ class Trainer:
 
         # Offsets of training batches come from this generator, seeded identically on every process.
         self.data_generator = torch.Generator().manual_seed(run.seed)
-        # Dropout and any other randomness: different on every process.
-        torch.manual_seed(run.seed + self.ctx.rank)
+        # Dropout and any other randomness: different on every data-parallel process, and the same on the processes
+        # of a tensor-parallel group, which must drop out their replicated activations alike (their sublayers draw
+        # from a stream of their own: see [dropout under tensor parallelism](/transformers/parallel/index.md#ModelParallelRNG)).
+        torch.manual_seed(run.seed + self.dp_rank)
 
         self.step = 0
         # The sum of the micro-batch losses since the last logging step, kept on the device, and their count.
