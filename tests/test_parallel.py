@@ -289,3 +289,24 @@ def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
             torch.testing.assert_close(parameter, single[name], rtol=0, atol=1e-4)
     done = run_gpt(*TINY, "--max-steps", "2", "--fsdp", "--out", str(tmp_path / "bad"))
     assert done.returncode != 0 and "--fsdp shards over the data-parallel processes" in done.stderr
+
+
+# ## The benchmark's counted collectives, with tiny sizes
+
+def test_benchmark_counts_equal_the_formula(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "parallel.json"
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "parallel.py"), "--batch", "2", "--seq", "8",
+                           "--rounds", "1", "--json", str(out)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ratio TP=2 / 1" in done.stdout
+    result = json.loads(out.read_text())
+    for split in ("sp=False", "sp=True"):
+        assert result[split]["counted"] == result[split]["formula"], split
+    # 4 layers: the plain split's 16 all-reduces of [2, 8, 128] float32, as the page's table says for its batch
+    assert result["sp=False"]["counted"] == {"all_reduce": [16, 16 * 2 * 8 * 128 * 4]}
