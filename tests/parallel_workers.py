@@ -97,34 +97,15 @@ def max_differences(model, other, tokens, targets, gather) -> dict:
 
 
 def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """The written-out split against one process, for the GPT and the Llama, with and without sequence parallelism."""
-    from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
-    init(rank, world_size, port)
-    torch.manual_seed(123)
-    result = {}
-    for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
-        tokens = torch.randint(0, vocab, (3, 8))
-        targets = torch.randint(0, vocab, (3, 8))
-        for sequence_parallel in (False, True):
-            model = build()
-            sharded = shard(model, None, sequence_parallel)
-            result[f"{name}/sp={sequence_parallel}"] = max_differences(
-                model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
-    for sequence_parallel in (False, True):
-        result[f"dropout/sp={sequence_parallel}"] = dropout_streams(
-            lambda model: shard_gpt(model, None, sequence_parallel), sequence_parallel)
-    write(out_dir, "tp", rank, result)
-    finish()
-
-
-def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """`tensor_parallelize` (DTensor) against the written-out split and one process."""
+    """The written-out split against one process, for the GPT and the Llama, with and without sequence parallelism;
+    with 2 processes also `tensor_parallelize` (DTensor) against one process and against the written-out split, and
+    the dropout streams of both."""
     import copy
     from torch.distributed.device_mesh import init_device_mesh
     from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
     from labml_nn.transformers.parallel.dtensor import full_gradients, tensor_parallelize
     init(rank, world_size, port)
-    mesh = init_device_mesh("cpu", (world_size,))
+    mesh = init_device_mesh("cpu", (world_size,)) if world_size == 2 else None
     torch.manual_seed(123)
     result = {}
     for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
@@ -133,25 +114,34 @@ def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         for sequence_parallel in (False, True):
             model = build()
             written = shard(model, None, sequence_parallel)
-            logits, loss = loss_of(written, tokens, targets)
-            loss.backward()
+            case = f"{name}/sp={sequence_parallel}"
+            result[case] = max_differences(model, written, tokens, targets,
+                                           lambda m: gather_parameters(m, grads=True))
+            if mesh is None:
+                continue
             written_grads = gather_parameters(written, grads=True)
+            with torch.no_grad():
+                logits, loss = loss_of(written, tokens, targets)
+            model.zero_grad()
             parallel = tensor_parallelize(copy.deepcopy(model), mesh, sequence_parallel)
-            result[f"{name}/sp={sequence_parallel}/one process"] = max_differences(
-                model, parallel, tokens, targets, full_gradients)
+            result[f"{case}/dtensor vs one process"] = max_differences(model, parallel, tokens, targets,
+                                                                       full_gradients)
             with torch.no_grad():
                 parallel_logits, parallel_loss = loss_of(parallel, tokens, targets)
             grads = full_gradients(parallel)
-            result[f"{name}/sp={sequence_parallel}/written out"] = {
+            result[f"{case}/dtensor vs written out"] = {
                 "logits": (logits - parallel_logits).abs().max().item(),
                 "loss": abs(loss.item() - parallel_loss.item()),
                 # the gradients of the one backward pass `max_differences` ran
                 "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
                 "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
-    for sequence_parallel in (False, True):
-        result[f"dropout/sp={sequence_parallel}"] = dropout_streams(
-            lambda model: tensor_parallelize(model, mesh, sequence_parallel), sequence_parallel)
-    write(out_dir, "dtensor", rank, result)
+    if mesh is not None:
+        for sequence_parallel in (False, True):
+            result[f"dropout/written out/sp={sequence_parallel}"] = dropout_streams(
+                lambda model: shard_gpt(model, None, sequence_parallel), sequence_parallel)
+            result[f"dropout/dtensor/sp={sequence_parallel}"] = dropout_streams(
+                lambda model: tensor_parallelize(model, mesh, sequence_parallel), sequence_parallel)
+    write(out_dir, "tp", rank, result)
     finish()
 
 
