@@ -41,7 +41,10 @@ The [command line](/experiments/cli.md) adds `config.json` and `result.json`.
 generator's state (PyTorch's on each process, Python's, NumPy's and the data sampler's) and the configuration
 as plain data, so that they load with `torch.load(..., weights_only=True)` (which refuses to run arbitrary
 pickled code) and a resumed run continues *exactly* as the uninterrupted one would have on CPU. They are written
-atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end.
+atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end. A sharded run (`--tp`,
+`--fsdp`) writes its weights and optimizer states into a new shard directory beside it each time, which
+`checkpoint.pt` names; the previous one is removed only once `checkpoint.pt` has been replaced
+([sharded checkpoints](#sharded_checkpoint_dir)).
 
 **When things go wrong.** Ctrl-C (or SIGTERM, as a cluster sends before pre-empting a job) stops the run within
 seconds wherever it is: a training step in flight completes, an evaluation or sampling is abandoned, and the

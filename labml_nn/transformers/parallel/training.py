@@ -30,10 +30,19 @@ process's shards in parallel with a description of the whole tensors, and on loa
 that overlap its own shards, whatever the layout that wrote them: a checkpoint saved by 2 processes loads on 1 or on
 4. [`get_state_dict`](https://pytorch.org/docs/stable/distributed.checkpoint.html#torch.distributed.checkpoint.state_dict.get_state_dict)
 names the optimizer's states by parameter names (not by their index in the optimizer), which is what makes them
-movable between layouts.
+movable between layouts. The trainer never writes into the shard directory its `checkpoint.pt` names: each save
+writes a new one and replaces `checkpoint.pt` (atomically) before removing the old one, so that a crash in the middle
+of a save leaves the previous checkpoint whole ([the trainer](/experiments/trainer.md#sharded_checkpoint_dir)).
+
+**Gradient accumulation.** Summing the gradients of several micro-batches before a step must not communicate for
+each of them: FSDP2's `set_requires_gradient_sync(False)` makes every FSDP unit keep its unsharded gradients across
+micro-batches and reduce-scatter the sum once, after the last. With tensor parallelism but without FSDP, the
+data-parallel rows average their gradients [once per step](#all_reduce_gradients).
 
 The tests run ten steps of FSDP2 on 2 processes and of FSDP2 with tensor parallelism on a 2 x 2 mesh against
-one process on the same global batch, and save a checkpoint with 2 processes that is loaded by 1 and by 4.
+one process on the same global batch, save a checkpoint with 2 processes that is loaded by 1 and by 4, and run one
+trainer step with gradient accumulation under FSDP2, FSDP2 with tensor parallelism, and tensor parallelism over two
+data-parallel rows, against one process, counting the collectives before each micro-batch.
 """
 
 import functools
