@@ -273,6 +273,12 @@ def test_trainer_tp_fsdp_checkpointing_and_resharded_resume(tmp_path):
     trained, resumed = load_run(fsdp), load_run(tp)
     assert trained.step == 6 and resumed.step == 9
     assert trained.generate("a", max_new_tokens=3, temperature=0)
+    # A run of the layout before shard directories were named (one checkpoint.dcp, checkpoint.pt naming none) loads
+    state = torch.load(fsdp / "checkpoint.pt", weights_only=True)
+    (fsdp / state.pop("shards")).rename(fsdp / "checkpoint.dcp")
+    torch.save(state, fsdp / "checkpoint.pt")
+    for name, parameter in load_run(fsdp).model.named_parameters():
+        assert torch.equal(parameter, dict(trained.model.named_parameters())[name]), name
     # After 9 Adam steps of lr 3e-3 the weights agree to a few hundredths of one step: Adam divides each gradient
     # by its running size, so rounding differences in gradients near zero move a weight by a fraction of the rate
     single = dict(load_run(one).model.named_parameters())
