@@ -191,11 +191,12 @@ def load_sharded_model(path: str | Path, model: nn.Module) -> None:
 #
 # `--tp` over more processes than `tp` makes `dp` rows that see different data; without `--fsdp`, each row holds the
 # whole (tensor-parallel) model, and the gradients must be averaged over the rows before each optimizer step. DDP
-# does not take DTensor parameters (PyTorch's only bridge, the private `torch.distributed.tensor.parallel.ddp`, swaps
-# them for local tensors around every forward pass), so it is done here once per step, after the last micro-batch: the gradients of this process's shards (a DTensor's
-# local tensor, which the processes of the same `tp` rank in the other rows hold the same slice of) flattened into
-# one buffer, one all-reduce over the `dp` group, divided by `dp`. That is DDP's bucketing with a single bucket and
-# without its overlap with the backward pass.
+# handles plain tensors (PyTorch's bridge to it, the private `torch.distributed.tensor.parallel.ddp`, swaps the
+# DTensor parameters for local tensors and back around every forward pass, "for now" and untested on nested
+# modules), so it is done here, once per step after the last micro-batch: the gradients of this process's shards (a
+# DTensor's local tensor, of which the processes with the same `tp` rank in the other rows hold the same slice)
+# flattened into one buffer, one all-reduce over the `dp` group, divided by `dp`. That is DDP's bucketing with a
+# single bucket and without its overlap with the backward pass.
 def all_reduce_gradients(model: nn.Module, dp_mesh: DeviceMesh) -> None:
     """Average the gradients of `model` over the data-parallel processes of `dp_mesh`, in place."""
     import torch.distributed as dist
