@@ -9,7 +9,7 @@ the backward pass as many again. Then the step times are measured interleaved, r
 tensor-parallel model on both processes, and a step of the plain model on process 0 alone (process 1 waits).
 
     python benchmarks/parallel.py                  # baby GPT, batch 12 x 64 tokens, 20 rounds
-    python benchmarks/parallel.py --rounds 3 --batch 2   # a smoke run
+    python benchmarks/parallel.py --rounds 1 --batch 2 --seq 8 --json out.json   # a smoke run, the figures saved
 """
 import argparse
 import json
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the counts, the formula's and the times to this file")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import socket
@@ -156,6 +157,8 @@ def main() -> None:
         out = str(Path(tmp, "result.json"))
         mp.spawn(worker, args=(2, port, args, out), nprocs=2)
         result = json.loads(Path(out).read_text())
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
     print(f"baby GPT, batch {args.batch} x {args.seq} tokens, float32, gloo on CPU, 2 processes")
     print(f"{'split':<8} {'collective':<15} {'calls':>6} {'formula':>8} {'payload MB':>11} {'formula MB':>11}")
     for split in ("sp=False", "sp=True"):

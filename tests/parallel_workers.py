@@ -48,11 +48,11 @@ def write(out_dir: str, name: str, rank: int, result: dict) -> None:
     Path(out_dir, f"{name}.{rank}.json").write_text(json.dumps(result))
 
 
-def tiny_gpt(seed: int = 0):
+def tiny_gpt(seed: int = 0, dropout: float = 0.0):
     from labml_nn.transformers.configs import TransformerConfigs
     from labml_nn.transformers.gpt import GPT
     torch.manual_seed(seed)
-    configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0, n_src_vocab=23,
+    configs = TransformerConfigs(n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=dropout, n_src_vocab=23,
                                  max_len=16, positional="learned", ffn_activation="gelu", scale_embeddings=False)
     model = GPT(configs)
     # Non-zero biases and norm gains, so that a bias added t times or a norm gain's gradient left partial shows
@@ -97,31 +97,15 @@ def max_differences(model, other, tokens, targets, gather) -> dict:
 
 
 def tensor_parallel_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """The written-out split against one process, for the GPT and the Llama, with and without sequence parallelism."""
-    from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
-    init(rank, world_size, port)
-    torch.manual_seed(123)
-    result = {}
-    for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
-        tokens = torch.randint(0, vocab, (3, 8))
-        targets = torch.randint(0, vocab, (3, 8))
-        for sequence_parallel in (False, True):
-            model = build()
-            sharded = shard(model, None, sequence_parallel)
-            result[f"{name}/sp={sequence_parallel}"] = max_differences(
-                model, sharded, tokens, targets, lambda m: gather_parameters(m, grads=True))
-    write(out_dir, "tp", rank, result)
-    finish()
-
-
-def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """`tensor_parallelize` (DTensor) against the written-out split and one process."""
+    """The written-out split against one process, for the GPT and the Llama, with and without sequence parallelism;
+    with 2 processes also `tensor_parallelize` (DTensor) against one process and against the written-out split, and
+    the dropout streams of both."""
     import copy
     from torch.distributed.device_mesh import init_device_mesh
     from labml_nn.transformers.parallel import gather_parameters, shard_gpt, shard_llama
     from labml_nn.transformers.parallel.dtensor import full_gradients, tensor_parallelize
     init(rank, world_size, port)
-    mesh = init_device_mesh("cpu", (world_size,))
+    mesh = init_device_mesh("cpu", (world_size,)) if world_size == 2 else None
     torch.manual_seed(123)
     result = {}
     for name, build, shard, vocab in (("gpt", tiny_gpt, shard_gpt, 23), ("llama", tiny_llama, shard_llama, 29)):
@@ -130,23 +114,100 @@ def dtensor_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         for sequence_parallel in (False, True):
             model = build()
             written = shard(model, None, sequence_parallel)
-            logits, loss = loss_of(written, tokens, targets)
-            loss.backward()
+            case = f"{name}/sp={sequence_parallel}"
+            result[case] = max_differences(model, written, tokens, targets,
+                                           lambda m: gather_parameters(m, grads=True))
+            if mesh is None:
+                continue
             written_grads = gather_parameters(written, grads=True)
+            with torch.no_grad():
+                logits, loss = loss_of(written, tokens, targets)
+            model.zero_grad()
             parallel = tensor_parallelize(copy.deepcopy(model), mesh, sequence_parallel)
-            result[f"{name}/sp={sequence_parallel}/one process"] = max_differences(
-                model, parallel, tokens, targets, full_gradients)
+            result[f"{case}/dtensor vs one process"] = max_differences(model, parallel, tokens, targets,
+                                                                       full_gradients)
             with torch.no_grad():
                 parallel_logits, parallel_loss = loss_of(parallel, tokens, targets)
             grads = full_gradients(parallel)
-            result[f"{name}/sp={sequence_parallel}/written out"] = {
+            result[f"{case}/dtensor vs written out"] = {
                 "logits": (logits - parallel_logits).abs().max().item(),
                 "loss": abs(loss.item() - parallel_loss.item()),
                 # the gradients of the one backward pass `max_differences` ran
                 "grads": max((grads[k] - written_grads[k]).abs().max().item() for k in written_grads),
                 "shapes": set(grads) == set(written_grads), "n_grads": len(grads)}
-    write(out_dir, "dtensor", rank, result)
+    if mesh is not None:
+        for sequence_parallel in (False, True):
+            result[f"dropout/written out/sp={sequence_parallel}"] = dropout_streams(
+                lambda model: shard_gpt(model, None, sequence_parallel), sequence_parallel)
+            result[f"dropout/dtensor/sp={sequence_parallel}"] = dropout_streams(
+                lambda model: tensor_parallelize(model, mesh, sequence_parallel), sequence_parallel)
+    write(out_dir, "tp", rank, result)
     finish()
+
+
+# ## Dropout under tensor parallelism
+#
+# A GPT with dropout 0.3, split over the group, runs a forward and backward pass in training mode with the same seed
+# on every process. Recorded: each layer's output (the residual stream), the masks of the embeddings' dropout, of the
+# feed-forward networks' hidden units (their own units on each process) and of the residual dropout, and the state of
+# the generator that the attention kernel's dropout on the local heads draws from; then what is recorded is compared
+# between the processes, and with a rerun with the same seed.
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x.to_local() if hasattr(x, "to_local") else x
+
+
+def _dropped(module, args, out, into: list) -> None:
+    into.append((_local(out) == 0) & (_local(args[0]) != 0))
+
+
+def dropout_pass(parallelize, seed: int, activation_checkpointing: bool = False) -> dict[str, list[torch.Tensor]]:
+    from labml_nn.transformers.parallel.training import checkpoint_layers
+    model = parallelize(tiny_gpt(dropout=0.3)).train()
+    if activation_checkpointing:
+        checkpoint_layers(model)
+    seen = {"residual": [], "embedding": [], "hidden": [], "residual_dropout": [], "attention_rng": []}
+    model.embed.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["embedding"]))
+    for layer in model.encoder.layers:
+        layer.register_forward_hook(lambda m, a, out: seen["residual"].append(_local(out).detach().clone()))
+        layer.feed_forward.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["hidden"]))
+        layer.dropout.register_forward_hook(lambda m, a, out: _dropped(m, a, out, seen["residual_dropout"]))
+    attention = F.scaled_dot_product_attention
+
+    def recording_attention(*args, **kwargs):
+        seen["attention_rng"].append(torch.get_rng_state())
+        return attention(*args, **kwargs)
+
+    tokens = torch.randint(0, 23, (3, 8), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(seed)
+    F.scaled_dot_product_attention = recording_attention
+    try:
+        _, loss = loss_of(model, tokens, tokens)
+    finally:
+        F.scaled_dot_product_attention = attention
+    loss.backward()
+    seen["embedding_grad"] = [_local(model.embed.embeddings.weight.grad).clone()]
+    seen["grads"] = [_local(p.grad).clone() for p in model.parameters()]
+    return seen
+
+
+def dropout_streams(parallelize, sequence_parallel: bool) -> dict:
+    first, again = dropout_pass(parallelize, seed=5), dropout_pass(parallelize, seed=5)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, first)
+    other = gathered[(dist.get_rank() + 1) % len(gathered)]
+
+    def differences(a: dict, b: dict, key: str) -> float:
+        """The largest difference between two recordings of `key` (the fraction of elements that differ, for masks)."""
+        return max(((x != y).float().mean() if x.dtype == torch.bool else (x - y).abs().max()).item()
+                   if x.dtype != torch.uint8 else float(not torch.equal(x, y))
+                   for x, y in zip(a[key], b[key]))
+
+    keys = ("residual", "embedding", "hidden", "residual_dropout", "attention_rng", "embedding_grad")
+    return {"other process": {key: differences(first, other, key) for key in keys},
+            "rerun": {key: differences(first, again, key) for key in keys},
+            "dropped": first["hidden"][0].float().mean().item(), "sequence_parallel": sequence_parallel,
+            # recomputed in the backward pass, each layer draws its masks again: the same gradients
+            "recomputed": differences(first, dropout_pass(parallelize, seed=5, activation_checkpointing=True), "grads")}
 
 
 # ## FSDP2, FSDP2 with tensor parallelism, sharded checkpoints
@@ -255,6 +316,9 @@ def resume_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     if world_size > 1:
         result.update(tp_errors(world_size, out_dir))
         result.update(fsdp_tp_run(rank, world_size, reference, out_dir))
+        result["accumulation"] = {name: accumulation_step(rank, world_size, out_dir, tp, fsdp, accum)
+                                  for name, tp, fsdp, accum in (("fsdp", 1, True, 4), ("tp+dp", 2, False, 2),
+                                                                ("tp+fsdp", 2, True, 2))}
     write(out_dir, f"resume{world_size}", rank, result)
     finish()
 
@@ -292,6 +356,77 @@ def fsdp_tp_run(rank: int, world_size: int, reference: dict, out_dir: str) -> di
     losses = train(model, optimizer, range(STEPS), mesh["dp"].get_local_rank(), mesh["dp"].size(),
                    mesh["dp"].get_group())
     return {"fsdp_tp_losses": losses, "fsdp_tp_params": max_difference(full_state(model), reference["final"])}
+
+
+# ## Gradient accumulation in the trainer
+#
+# One optimizer step of the trainer with `grad_accum` micro-batches per process, against one process's step on the
+# whole batch: the gradients the optimizer sees (full size) and the parameters after its step. The collectives that
+# synchronise gradients over the data-parallel processes are counted before every micro-batch and after the step:
+# FSDP2's reduce-scatters and the all-reduces over the `dp` group.
+class FixedBatch:
+    """A batch source that always returns the same global batch."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def sample(self, generator, batch_size: int) -> tuple[torch.Tensor, ...]:
+        assert batch_size == len(self.tensors[0])
+        return self.tensors
+
+
+def accumulation_step(rank: int, world_size: int, out_dir: str, tp: int, fsdp: bool, grad_accum: int) -> dict:
+    from torch.distributed.fsdp import FSDPModule
+    from labml_nn.experiments.distributed import DistributedContext
+    from labml_nn.experiments.trainer import Run, Trainer, TrainerConfig, language_model_loss
+    from labml_nn.transformers.parallel.training import full_state
+    tokens = torch.randint(0, 23, (16, SEQ + 1), generator=torch.Generator().manual_seed(7))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    config = TrainerConfig(max_steps=1, batch_size=16, grad_accum=grad_accum, lr=1e-3, warmup=0, clip=0.5, tp=tp,
+                           fsdp=fsdp)
+    run = Run(Path(out_dir, "accumulation"), DistributedContext(rank, world_size, rank, torch.device("cpu")))
+    trainer = Trainer(tiny_gpt(), config, run)
+    dp_group = trainer.mesh["dp"].get_group()
+    counts, before_each = {"reduce_scatter": 0, "dp_all_reduce": 0}, []
+    reduce_scatter, all_reduce = dist.reduce_scatter_single, dist.all_reduce
+
+    def counting_reduce_scatter(*args, **kwargs):
+        counts["reduce_scatter"] += 1
+        return reduce_scatter(*args, **kwargs)
+
+    def counting_all_reduce(tensor, *args, **kwargs):
+        counts["dp_all_reduce"] += kwargs.get("group", args[1] if len(args) > 1 else None) is dp_group
+        return all_reduce(tensor, *args, **kwargs)
+
+    def loss_fn(model, micro):
+        before_each.append(dict(counts))
+        return language_model_loss(model, micro)
+
+    seen = {}
+
+    def capture_gradients(optimizer, args, kwargs):
+        seen.update({name: p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad.clone()
+                     for name, p in trainer.model.named_parameters()})
+
+    trainer.loss_fn = loss_fn
+    trainer.optimizer.register_step_pre_hook(capture_gradients)
+    dist.reduce_scatter_single, dist.all_reduce = counting_reduce_scatter, counting_all_reduce
+    try:
+        trainer._train_step(FixedBatch(inputs, targets))
+    finally:
+        dist.reduce_scatter_single, dist.all_reduce = reduce_scatter, all_reduce
+    # One process, the whole batch, clipped as the trainer clips, AdamW as the GPT configures it
+    model = tiny_gpt()
+    _, loss = loss_of(model, inputs, targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+    reference_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    optimizer = model.configure_optimizers(config.weight_decay, config.lr, config.betas)
+    optimizer.step()
+    return {"grads": max_difference(seen, reference_grads),
+            "params": max_difference(full_state(trainer.model), full_state(model)),
+            "before_each_micro_batch": before_each, "after_step": dict(counts),
+            "fsdp_units": sum(isinstance(m, FSDPModule) for m in trainer.model.modules())}
 
 
 # ## Activation checkpointing's memory, measured
@@ -339,3 +474,35 @@ def saved_activation_bytes(activation_checkpointing: bool) -> int:
         loss = loss_of(model, tokens, tokens)[1]
     loss.backward()
     return sum(storages.values())
+
+
+# ## A save cut short
+#
+# `python -m parallel_workers crash-on-save N MODULE ARGS...` runs `python -m MODULE ARGS...` (under torchrun, in
+# every process) such that each process dies abruptly in the middle of its N-th sharded save, as under a `kill -9`:
+# its shard files are written, the directory's metadata is not, and `checkpoint.pt` is not replaced.
+def crash_on_save(n: int, module: str, args: list[str]) -> None:
+    import os
+    import runpy
+    import sys
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+    write_data, saves = FileSystemWriter.write_data, []
+
+    def crashing(self, plan, planner):
+        written = write_data(self, plan, planner)
+        saves.append(self.path)
+        if len(saves) == n:
+            written.wait()
+            os._exit(17)
+        return written
+
+    FileSystemWriter.write_data = crashing
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1] != "crash-on-save":
+        raise SystemExit(f"unknown command {sys.argv[1]!r}")
+    crash_on_save(int(sys.argv[2]), sys.argv[3], sys.argv[4:])

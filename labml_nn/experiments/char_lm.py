@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.experiments.data import BlockSource, CharTokenizer, load_tiny_shakespeare
-from labml_nn.experiments.trainer import (SHARDED_CHECKPOINT, LossFunction, Run, Trainer, TrainerConfig,
-                                          checkpoint_path, language_model_loss, load_checkpoint)
+from labml_nn.experiments.trainer import (LossFunction, Run, Trainer, TrainerConfig, checkpoint_path,
+                                          language_model_loss, load_checkpoint, sharded_checkpoint_dir)
 from labml_nn.transformers.configs import TransformerConfigs
 
 
@@ -208,9 +208,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedMod
     tokenizer = CharTokenizer.from_dict(state["extra"]["tokenizer"])
     model, context = experiment.rebuild(config["experiment"], tokenizer.n_vocab, variant)
     if state.get("sharded", False):
-        # A run trained with --tp or --fsdp keeps its weights in a torch.distributed.checkpoint directory
+        # A run trained with --tp or --fsdp keeps its weights in the torch.distributed.checkpoint directory that
+        # its checkpoint names
         from labml_nn.transformers.parallel.training import load_sharded_model
-        load_sharded_model(run_dir / SHARDED_CHECKPOINT, model)
+        load_sharded_model(sharded_checkpoint_dir(state, run_dir), model)
     else:
         model.load_state_dict(state["model"])
     return TrainedModel(model.to(device).eval(), tokenizer, context, state["step"])

@@ -41,7 +41,10 @@ The [command line](/experiments/cli.md) adds `config.json` and `result.json`.
 generator's state (PyTorch's on each process, Python's, NumPy's and the data sampler's) and the configuration
 as plain data, so that they load with `torch.load(..., weights_only=True)` (which refuses to run arbitrary
 pickled code) and a resumed run continues *exactly* as the uninterrupted one would have on CPU. They are written
-atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end.
+atomically (a temporary file, then a rename) every `checkpoint_every` steps and at the end. A sharded run (`--tp`,
+`--fsdp`) writes its weights and optimizer states into a new shard directory beside it each time, which
+`checkpoint.pt` names; the previous one is removed only once `checkpoint.pt` has been replaced
+([sharded checkpoints](#sharded_checkpoint_dir)).
 
 **When things go wrong.** Ctrl-C (or SIGTERM, as a cluster sends before pre-empting a job) stops the run within
 seconds wherever it is: a training step in flight completes, an evaluation or sampling is abandoned, and the
@@ -54,6 +57,8 @@ import copy
 import json
 import math
 import random
+import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -69,8 +74,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labml_nn.experiments.data import atomic_write_bytes, write_atomically
-from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, gather_objects,
-                                              wrap_model)
+from labml_nn.experiments.distributed import (DistributedContext, all_reduce_mean, any_process, broadcast_object,
+                                              gather_objects, wrap_model)
 from labml_nn.transformers.utils import count_parameters
 
 
@@ -398,8 +403,38 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 
 CHECKPOINT = "checkpoint.pt"
-# The weights and optimizer states of a sharded run (`--tp`, `--fsdp`), a torch.distributed.checkpoint directory
-SHARDED_CHECKPOINT = "checkpoint.dcp"
+
+
+# ### Sharded checkpoints
+#
+# The weights and optimizer states of a sharded run (`--tp`, `--fsdp`) are a torch.distributed.checkpoint
+# directory that every process writes its shards into; `checkpoint.pt` holds the rest and names the directory. No
+# save writes into the directory that `checkpoint.pt` names: each writes a new one, `checkpoint-<step>-<token>.dcp`
+# (rank 0 draws the token, so that a second save at the same step, or a fresh run in an old run's directory, cannot
+# collide with it either), then `checkpoint.pt` is replaced atomically, and only then are the other shard
+# directories removed. At every instant `checkpoint.pt` and the directory it names are a complete, consistent pair;
+# a save cut short leaves the previous pair and a stray directory, which the next save removes. Runs written before
+# this layout kept their shards in `checkpoint.dcp` (their `checkpoint.pt` names none), and still resume.
+SHARDED_CHECKPOINT_PREFIX, SHARDED_CHECKPOINT_SUFFIX = "checkpoint-", ".dcp"
+LEGACY_SHARDED_CHECKPOINT = "checkpoint.dcp"
+
+
+def sharded_checkpoint_dir(state: dict, run_dir: Path) -> Path:
+    """The shard directory that the sharded checkpoint `state` (a loaded `checkpoint.pt` of `run_dir`) belongs to."""
+    return Path(run_dir) / (state.get("shards") or LEGACY_SHARDED_CHECKPOINT)
+
+
+def _new_shard_directory_name(step: int, ctx: DistributedContext) -> str:
+    # `secrets`, not `random`: the run's random streams, which the checkpoint saves, stay untouched
+    return broadcast_object(f"{SHARDED_CHECKPOINT_PREFIX}{step}-{secrets.token_hex(4)}{SHARDED_CHECKPOINT_SUFFIX}", ctx)
+
+
+def _remove_other_shard_directories(run_dir: Path, keep: str | None) -> None:
+    for path in run_dir.iterdir():
+        stray = path.name == LEGACY_SHARDED_CHECKPOINT or (
+            path.name.startswith(SHARDED_CHECKPOINT_PREFIX) and path.name.endswith(SHARDED_CHECKPOINT_SUFFIX))
+        if stray and path.name != keep and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -525,10 +560,10 @@ class Trainer:
         # processes of a row share a batch, the `dp` rows split it. Otherwise every process is a data-parallel one.
         self.sharded = config.tp > 1 or config.fsdp
         world, self.dp_rank = self.ctx.world_size, self.ctx.rank
-        mesh = None
+        mesh = self.mesh = None
         if self.sharded:
             from labml_nn.transformers.parallel.training import device_mesh
-            mesh = device_mesh(self.ctx.world_size, config.tp, config.fsdp, self.device.type)
+            mesh = self.mesh = device_mesh(self.ctx.world_size, config.tp, config.fsdp, self.device.type)
             world, self.dp_rank = mesh["dp"].size(), mesh["dp"].get_local_rank()
         self.dp = world
         if config.batch_size % (config.grad_accum * world):
@@ -565,8 +600,10 @@ class Trainer:
 
         # Offsets of training batches come from this generator, seeded identically on every process.
         self.data_generator = torch.Generator().manual_seed(run.seed)
-        # Dropout and any other randomness: different on every process.
-        torch.manual_seed(run.seed + self.ctx.rank)
+        # Dropout and any other randomness: different on every data-parallel process, and the same on the processes
+        # of a tensor-parallel group, which must drop out their replicated activations alike (their sublayers draw
+        # from a stream of their own: see [dropout under tensor parallelism](/transformers/parallel/index.md#ModelParallelRNG)).
+        torch.manual_seed(run.seed + self.dp_rank)
 
         self.step = 0
         # The sum of the micro-batch losses since the last logging step, kept on the device, and their count.
@@ -620,6 +657,33 @@ class Trainer:
             lo = start + i * self.micro_batch
             yield self._to_device(tuple(t[lo:lo + self.micro_batch] for t in batch))
 
+    # ### Synchronising gradients once per step
+    #
+    # With several data-parallel processes, gradients are averaged across them only on the last micro-batch; the
+    # others only accumulate. DDP has `no_sync`. FSDP2's switch is `set_requires_gradient_sync`, which must reach the
+    # root and every layer sharded on its own (each is an FSDP unit with its own reduce-scatter): with it off, each
+    # unit keeps its unsharded gradients and adds the next micro-batch's to them, and the last micro-batch
+    # reduce-scatters the sum, once per unit. (The parameters are still all-gathered for every micro-batch's forward
+    # and backward passes: FSDP2 reshards them after each, to keep their memory at $1/d$.) Tensor parallelism over
+    # several data-parallel rows without FSDP has no wrapper to do it, so the gradients are
+    # [all-reduced over the rows](/transformers/parallel/training.md#all_reduce_gradients) after the last micro-batch.
+    # The tensor-parallel collectives inside each micro-batch's passes are part of its computation and stay.
+    @contextmanager
+    def _gradient_sync(self, last: bool) -> Iterator[None]:
+        if not self.ctx.is_distributed or self.dp == 1:
+            yield
+        elif self.config.fsdp:
+            self.model.set_requires_gradient_sync(last)
+            yield
+        elif self.sharded:
+            yield
+            if last:
+                from labml_nn.transformers.parallel.training import all_reduce_gradients
+                all_reduce_gradients(self.model, self.mesh["dp"])
+        else:
+            with nullcontext() if last else self.train_model.no_sync():
+                yield
+
     # ### One optimizer step
     #
     # Nothing here reads a value back from the device.
@@ -627,10 +691,7 @@ class Trainer:
         accum = self.config.grad_accum
         batch = source.sample(self.data_generator, self.config.batch_size)
         for i, micro in enumerate(self._micro_batches(batch)):
-            # With several processes, gradients are averaged across them only on the last micro-batch.
-            last = i == accum - 1
-            sync = nullcontext() if last or not self.ctx.is_distributed or self.sharded else self.train_model.no_sync()
-            with sync:
+            with self._gradient_sync(last=i == accum - 1):
                 with self._autocast():
                     loss = self.loss_fn(self.train_model, micro)
                 # $\nabla \frac{1}{A} \sum_a L_a$: each of the $A$ micro-batch losses is scaled by $1/A$.
@@ -705,10 +766,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write the complete training state to `checkpoint.pt` (all processes call it; rank 0 writes)."""
         # Every process's random state goes into the checkpoint, so that each one resumes its own stream.
-        # A sharded model's weights and optimizer states go to `checkpoint.dcp/`, written by every process.
+        # A sharded model's weights and optimizer states go to a new shard directory, written by every process
+        # ([sharded checkpoints](#sharded_checkpoint_dir)); `dcp.save` returns on every process once the directory
+        # is complete, its metadata written last.
+        shards = None
         if self.sharded:
             from labml_nn.transformers.parallel.training import save_sharded
-            save_sharded(self.run.path(SHARDED_CHECKPOINT), self.model, self.optimizer, self.step)
+            shards = _new_shard_directory_name(self.step, self.ctx)
+            save_sharded(self.run.path(shards), self.model, self.optimizer, self.step)
         rng = gather_objects(_rng_state(self.device), self.ctx)
         if not self.ctx.is_main:
             return
@@ -717,6 +782,7 @@ class Trainer:
             "model": {} if self.sharded else self.model.state_dict(),
             "optimizer": {} if self.sharded else self.optimizer.state_dict(),
             "sharded": self.sharded,
+            "shards": shards,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data_generator": self.data_generator.get_state(),
@@ -733,16 +799,19 @@ class Trainer:
             "pending_record": self._pending_record,
         }
         atomic_torch_save(state, self.run.path(CHECKPOINT))
+        # Only now is the previous shard directory (and any left by a save cut short) no longer needed.
+        _remove_other_shard_directories(self.run.out_dir, keep=shards)
 
     def _load_checkpoint(self, path: Path) -> None:
         state = load_checkpoint(path)
         if state.get("sharded", False):
             # Resharded to this run's layout, whatever the number of processes that wrote it.
             from labml_nn.transformers.parallel.training import load_sharded
-            sharded_step = load_sharded(path.parent / SHARDED_CHECKPOINT, self.model, self.optimizer)
-            # The shards are written before `checkpoint.pt`: a save interrupted between the two leaves them apart
+            shards = sharded_checkpoint_dir(state, path.parent)
+            sharded_step = load_sharded(shards, self.model, self.optimizer)
+            # Only a run of the old layout (one `checkpoint.dcp` written in place) can get here: its save was cut short
             if sharded_step != state["step"]:
-                raise CheckpointError(f"{path} is at step {state['step']} but {SHARDED_CHECKPOINT} at step "
+                raise CheckpointError(f"{path} is at step {state['step']} but {shards.name} at step "
                                       f"{sharded_step}: the last save was interrupted; the run cannot resume exactly")
         elif self.sharded:
             raise CheckpointError(f"{path} was written without --tp or --fsdp; resume it without them")

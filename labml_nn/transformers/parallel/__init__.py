@@ -96,11 +96,14 @@ the group after the backward pass.
 gloo on CPU has `reduce_scatter` and `all_gather` in torch 2.13, so every operator is the collective its name
 says, on CPU as on GPUs.
 
-**Dropout.** Inside a sublayer each process owns different hidden units and heads, so their dropout masks should
-differ; outside (and on the sequence shards) a replicated tensor needs the same mask on every process of the group.
-Megatron keeps two random-number streams for this. The shards here draw from each process's own generator, which
-is right inside the sublayers and under sequence parallelism but not for the replicated residual of the plain
-split: train with dropout 0 there (this package's GPT and Llama presets do), or with sequence parallelism.
+**Dropout.** Inside a sublayer each process owns different heads and hidden units (and under sequence parallelism
+different positions), so their dropout masks must differ; a replicated tensor (the residual stream of the plain
+split, the embeddings' output) needs the same mask on every process of the group. As in Megatron-LM there are two
+random streams: the processes of a group seed their default generator alike, and the sublayers' dropout (and the
+residual dropout on sequence shards) draws from a second, per-process stream ([below](#ModelParallelRNG)). The
+tests train with dropout on two processes and check that the residual stream stays identical on both, that the
+masks on the sharded heads and hidden units differ between them, and that a rerun with the same seed draws the same
+masks.
 
 ## What it costs, counted
 
@@ -129,6 +132,9 @@ checkpointing and sharded checkpoints, which the trainer's `--tp`, `--fsdp` and 
 """
 
 import copy
+import functools
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -318,6 +324,71 @@ class RowParallelLinear(nn.Linear):
         return out if self.bias is None else out + self.bias
 
 
+# ## Dropout: two random streams
+#
+# A tensor that is the same on every process of the group (the residual stream of the plain split, the embeddings'
+# output) must be dropped out with the same mask everywhere, or the copies drift apart and the gradients of the
+# replicated parameters disagree. So every process of a tensor-parallel group seeds its default generator alike. A
+# tensor of which each process holds a different part (its own heads' attention weights, its own hidden units, its
+# own positions under sequence parallelism) needs masks that differ between processes, as a single process's mask
+# differs between heads: identical masks on heads $i$ and $i + h/t$ would tie them together. Megatron-LM keeps a
+# second generator state for this, the "model-parallel" stream, seeded with $seed + 2718 + r$
+# (`model_parallel_cuda_manual_seed`), and `CudaRNGStatesTracker.fork()` swaps it in around the dropout of the
+# sublayers.
+#
+# Here the second stream is derived instead of kept: on entering the fork, a seed is drawn from the default stream
+# (the same draw on every process of the group) and $2718 + r$ is added; the sublayer's dropout draws from a
+# generator seeded with that, and the default generator's state is put back on leaving. The masks differ between the
+# processes of a group, and a rerun with the same seed draws them again. Because the seed comes from the default
+# stream, two things need nothing more: a checkpointed layer recomputed in the backward pass
+# (`torch.utils.checkpoint` restores the default generator's state) draws the same masks again, and a run resumed
+# from a checkpoint (which saves the default generator's state) continues the same streams. Megatron, whose
+# model-parallel stream is a state of its own, carries that state through its own activation checkpointing and its
+# checkpoints. On the CPU the generator is torch's default CPU generator; on an accelerator, its own generator.
+class ModelParallelRNG:
+    """The model-parallel random stream of process `tp_rank` of a tensor-parallel group: `fork()` runs a block
+    drawing from it."""
+
+    def __init__(self, tp_rank: int, device: torch.device | str = "cpu", offset: int = 2718):
+        self.tp_rank = tp_rank
+        self.device = torch.device(device)
+        self.offset = offset
+
+    @contextmanager
+    def fork(self) -> Iterator[None]:
+        # From the CPU default generator, identical on every process of the group; no wait for an accelerator
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item()) + self.offset + self.tp_rank
+        accelerator = self.device.type != "cpu"
+        devices = [self.device] if accelerator else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerator else "cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            if accelerator:
+                torch.get_device_module(self.device.type).manual_seed(seed)
+            yield
+
+    # A module whose forward pass draws (while training) from the model-parallel stream. Only modules that drop
+    # something out are wrapped, so that a model trained without dropout draws nothing.
+    def wrap(self, module: nn.Module) -> None:
+        if not _drops_out(module):
+            return
+        forward = module.forward
+
+        @functools.wraps(forward)
+        def forked(*args, **kwargs):
+            if not module.training:
+                return forward(*args, **kwargs)
+            with self.fork():
+                return forward(*args, **kwargs)
+
+        module.forward = forked
+
+
+def _drops_out(module: nn.Module) -> bool:
+    """Whether `module` has a dropout with a non-zero probability (an `nn.Dropout`, or attention's own)."""
+    return any((isinstance(m, nn.Dropout) and m.p > 0) or getattr(m, "dropout_prob", 0.0) > 0
+               for m in module.modules())
+
+
 # ## A model's shard
 #
 # The conversion takes a built single-process model and returns process $r$'s shard: a copy in which each
@@ -333,6 +404,20 @@ class _Sharder:
         self.sequence_parallel = sequence_parallel
         # Parameters that act on a shard of the sequence: their gradients are partial sums
         self.sequence_sharded: list[nn.Parameter] = []
+        self.rng: ModelParallelRNG | None = None
+
+    # The sublayers' dropout (on this process's heads and hidden units) draws from the model-parallel stream, and so
+    # does the residual dropout under sequence parallelism (on this process's positions); without it the residual
+    # stream is replicated and its dropout draws from the default stream, like the embeddings' dropout (which acts
+    # before the sequence is split).
+    def fork_random_streams(self, device: torch.device, sublayers: list[nn.Module],
+                            residual_dropout: nn.Module | None) -> None:
+        if self.rng is None:
+            self.rng = ModelParallelRNG(self.rank, device)
+        for module in sublayers:
+            self.rng.wrap(module)
+        if self.sequence_parallel and residual_dropout is not None:
+            self.rng.wrap(residual_dropout)
 
     def check_divisible(self, what: str, count: int) -> None:
         if count % self.tp != 0:
@@ -400,6 +485,7 @@ def shard_gpt(model: nn.Module, group=None, sequence_parallel: bool = False) -> 
 
         sharder.sublayer_input(layer.norm_self_attn)
         sharder.sublayer_input(layer.norm_ff)
+        sharder.fork_random_streams(ffn.layer2.weight.device, [attention, ffn], layer.dropout)
     sharder.sequence_boundaries(model.embed, model.encoder.norm)
     return sharder.finish(model)
 

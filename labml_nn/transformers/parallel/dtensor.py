@@ -33,8 +33,23 @@ version and in torchtitan, since the projections hand on local tensors of `heads
 DTensor weight must go through its module's `forward`, where the plan's hooks lay out the input and output, so
 `fuse_projections` is turned off.
 
+**Dropout.** What DTensor does with random numbers (torch 2.13, `torch.distributed.tensor._random`): a random
+operation on a DTensor goes through an `OffsetBasedRNGTracker`, created at the first such operation, which makes
+every process start from rank 0's generator state (a broadcast) and gives each shard its own offset into that one
+Philox stream, so that a sharded tensor gets the mask one device would draw for the whole tensor and a replicated
+one the same mask everywhere. That tracker exists only for CUDA-like devices: on a CPU mesh `is_rng_supported_mesh`
+is false (`torch.cpu` has no `set_rng_state`) and the tracker refuses to be built, so a random operation on a
+DTensor runs on each process's local tensor with its own default generator. And most of this model's dropout never
+sees a DTensor: the plan hands on local tensors inside the sublayers (attention weights of the local heads, hidden
+units), and without sequence parallelism the residual stream is a plain tensor too; only the residual dropout under
+sequence parallelism acts on a DTensor (`Shard(1)`). So `tensor_parallelize` uses the written-out split's
+[two random streams](/transformers/parallel/index.md#ModelParallelRNG): the sublayers (and, under sequence
+parallelism, the residual dropout) draw from the model-parallel stream, the rest from the default generator, which
+the processes of a group seed alike (the trainer does). On CUDA the tracker's per-shard offsets then apply within
+each process's model-parallel stream (not run here: these tests have no GPU).
+
 The test (`tests/test_parallel.py`) runs both versions in 2 processes on gloo and compares logits, loss and
-gradients with each other and with one process.
+gradients with each other and with one process, and checks the dropout masks of both.
 """
 
 import torch
@@ -43,6 +58,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import Replicate, Shard
 from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
                                                RowwiseParallel, SequenceParallel, parallelize_module)
+
+from labml_nn.transformers.parallel import ModelParallelRNG
 
 
 # ## The plan of one layer
@@ -100,6 +117,8 @@ def tensor_parallelize(model: nn.Module, mesh: DeviceMesh, sequence_parallel: bo
     from labml_nn.transformers.llama import Transformer as Llama
 
     tp = mesh.size()
+    # The two random streams of the written-out split (the Llama has no dropout)
+    rng = ModelParallelRNG(mesh.get_local_rank(), mesh.device_type)
     if isinstance(model, GPT):
         layers, embed, final_norm = model.encoder.layers, "embed", "encoder.norm"
         for layer in layers:
@@ -116,6 +135,10 @@ def tensor_parallelize(model: nn.Module, mesh: DeviceMesh, sequence_parallel: bo
             plan = _layer_plan("self_attn", ["query", "key", "value"], "output", "feed_forward", ffn_columns,
                                "layer2", ["norm_self_attn", "norm_ff"], (True, True, True, False), sequence_parallel)
             parallelize_module(layer, mesh, plan)
+            rng.wrap(layer.self_attn)
+            rng.wrap(layer.feed_forward)
+            if sequence_parallel:
+                rng.wrap(layer.dropout)
     elif isinstance(model, Llama):
         embed, final_norm = "tok_embeddings", "norm"
         for block in model.layers:

@@ -30,10 +30,19 @@ process's shards in parallel with a description of the whole tensors, and on loa
 that overlap its own shards, whatever the layout that wrote them: a checkpoint saved by 2 processes loads on 1 or on
 4. [`get_state_dict`](https://pytorch.org/docs/stable/distributed.checkpoint.html#torch.distributed.checkpoint.state_dict.get_state_dict)
 names the optimizer's states by parameter names (not by their index in the optimizer), which is what makes them
-movable between layouts.
+movable between layouts. The trainer never writes into the shard directory its `checkpoint.pt` names: each save
+writes a new one and replaces `checkpoint.pt` (atomically) before removing the old one, so that a crash in the middle
+of a save leaves the previous checkpoint whole ([the trainer](/experiments/trainer.md#sharded_checkpoint_dir)).
+
+**Gradient accumulation.** Summing the gradients of several micro-batches before a step must not communicate for
+each of them: FSDP2's `set_requires_gradient_sync(False)` makes every FSDP unit keep its unsharded gradients across
+micro-batches and reduce-scatter the sum once, after the last. With tensor parallelism but without FSDP, the
+data-parallel rows average their gradients [once per step](#all_reduce_gradients).
 
 The tests run ten steps of FSDP2 on 2 processes and of FSDP2 with tensor parallelism on a 2 x 2 mesh against
-one process on the same global batch, and save a checkpoint with 2 processes that is loaded by 1 and by 4.
+one process on the same global batch, save a checkpoint with 2 processes that is loaded by 1 and by 4, and run one
+trainer step with gradient accumulation under FSDP2, FSDP2 with tensor parallelism, and tensor parallelism over two
+data-parallel rows, against one process, counting the collectives before each micro-batch.
 """
 
 import functools
@@ -176,6 +185,34 @@ def load_sharded_model(path: str | Path, model: nn.Module) -> None:
     state = {"model": get_model_state_dict(model)}
     dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"])
+
+
+# ## Data parallelism beside tensor parallelism, without FSDP
+#
+# `--tp` over more processes than `tp` makes `dp` rows that see different data; without `--fsdp`, each row holds the
+# whole (tensor-parallel) model, and the gradients must be averaged over the rows before each optimizer step. DDP
+# handles plain tensors (PyTorch's bridge to it, the private `torch.distributed.tensor.parallel.ddp`, swaps the
+# DTensor parameters for local tensors and back around every forward pass, "for now" and untested on nested
+# modules), so it is done here, once per step after the last micro-batch: the gradients of this process's shards (a
+# DTensor's local tensor, of which the processes with the same `tp` rank in the other rows hold the same slice)
+# flattened into one buffer, one all-reduce over the `dp` group, divided by `dp`. That is DDP's bucketing with a
+# single bucket and without its overlap with the backward pass.
+def all_reduce_gradients(model: nn.Module, dp_mesh: DeviceMesh) -> None:
+    """Average the gradients of `model` over the data-parallel processes of `dp_mesh`, in place."""
+    import torch.distributed as dist
+
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+             for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    # all gradients, flattened and concatenated, `[total numel]`
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=dp_mesh.get_group())
+    flat /= dp_mesh.size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 # ## The optimizer
