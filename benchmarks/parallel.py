@@ -90,6 +90,7 @@ def formula(model, batch: int, seq: int, tp: int, sequence_parallel: bool) -> di
 
 
 def worker(rank: int, world_size: int, port: int, args, out: str) -> None:
+    from labml_nn.experiments.distributed import leave_process_group
     from labml_nn.transformers.parallel import shard_gpt
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -138,7 +139,7 @@ def worker(rank: int, world_size: int, port: int, args, out: str) -> None:
     if rank == 0:
         result["times"] = times
         Path(out).write_text(json.dumps(result))
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 def main() -> None:

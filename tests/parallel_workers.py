@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from labml_nn.experiments.distributed import leave_process_group
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,9 +41,8 @@ def init(rank: int, world_size: int, port: int) -> None:
 
 
 def finish() -> None:
-    """Leave the group once every process is done (one leaving mid-collective aborts the others)."""
-    dist.barrier()
-    dist.destroy_process_group()
+    """Leave the group once every process is done, as the trainer does."""
+    leave_process_group()
 
 
 def write(out_dir: str, name: str, rank: int, result: dict) -> None:

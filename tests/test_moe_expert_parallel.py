@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from labml_nn.experiments.distributed import leave_process_group
 from labml_nn.transformers.moe import MoE
 from labml_nn.transformers.moe.expert_parallel import ExpertParallelMoE
 
@@ -77,7 +78,7 @@ def worker(rank: int, port: int) -> None:
     except ValueError as error:
         assert "divisible by the expert-parallel world size (2)" in str(error)
         print(f"rank {rank} indivisible: ok", flush=True)
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 def free_port() -> int:

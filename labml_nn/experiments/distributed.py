@@ -42,6 +42,7 @@ torchrun --standalone --nproc_per_node=4 -m labml_nn.transformers.experiments.gp
 """
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -100,10 +101,21 @@ def setup(device_name: str = "auto") -> DistributedContext:
 def teardown(ctx: DistributedContext) -> None:
     """Leave the process group (a no-op for a single process)."""
     if ctx.is_distributed and dist.is_initialized():
-        # Every process reaches this point before any leaves: gloo aborts a process whose peer tears the group
-        # down while it is still in a collective ("terminate called without an active exception").
-        dist.barrier()
-        dist.destroy_process_group()
+        leave_process_group()
+
+
+# Two races end a gloo run with "terminate called without an active exception" (SIGABRT) now and then, after all
+# its work is done. One: a process whose peer tears the group down while it is still in a collective aborts, so
+# every process first waits for the others at a barrier. Two: gloo's worker thread releases a finished collective's
+# tensors *after* the caller has seen it complete, and releasing a tensor that Python knew takes the GIL; if the
+# interpreter is shutting down by then, the thread is killed inside a destructor, which aborts the process (seen in
+# a core dump of this project's tests, in `ProcessGroupGloo::runLoop`; pytorch/pytorch#179291). Sleeping briefly
+# after leaving releases the GIL, so the thread finishes while the interpreter is whole.
+def leave_process_group() -> None:
+    """Wait for every process, leave the default process group, and let gloo's threads finish."""
+    dist.barrier()
+    dist.destroy_process_group()
+    time.sleep(0.2)
 
 
 # ## Wrapping the model
