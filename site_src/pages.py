@@ -360,12 +360,11 @@ def _code_column(page: ModulePage, i: int) -> list[str]:
     ours = _code_blocks(section)
     if not ours and not theirs:
         return []
-    missing = ['<p class="lnn-alt-none">No {} code for this part{}.</p>', ""]
     if not ours:
-        ours = [missing[0].format(MAIN_FRAMEWORK, ""), ""]
+        ours = [f'<p class="lnn-alt-none">No {MAIN_FRAMEWORK} code for this part.</p>', ""]
     if not theirs:
-        theirs = [missing[0].format(alternate.framework, f": the {alternate.framework} chapter imports what does not "
-                                    f"depend on the framework from this one"), ""]
+        theirs = [f'<p class="lnn-alt-none">The {alternate.framework} version has no code of its own for this part '
+                  f'(it imports it, or does without).</p>', ""]
     sid = section_id(section)
     tabs = [(MAIN_FRAMEWORK, "pytorch", ours), (alternate.framework, alternate.framework_key, theirs)]
     checked = ['checked="checked" '] + [""] * (len(tabs) - 1)
